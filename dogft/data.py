@@ -209,6 +209,8 @@ def _member_problem(m:tarfile.TarInfo, dest:str)->str|None:
     "Why a tar member must not be extracted (links, devices, paths leaving `dest`), else `None`."
     if m.issym() or m.islnk(): return f"link member refused ({'symlink' if m.issym() else 'hard link'} to {m.linkname})"
     if m.ischr() or m.isblk() or m.isfifo() or m.isdev(): return "device or special file refused"
+    if m.name.startswith(('/', '\\')) or re.match(r'^[A-Za-z]:', m.name) or '..' in re.split(r'[/\\]', m.name):
+        return "path that leaves the target folder refused"
     try: tarfile.data_filter(m, dest)
     except tarfile.FilterError as e: return f"unsafe member refused ({type(e).__name__})"
     return None
@@ -456,6 +458,7 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
                 )->Path: # the processed folder
     "Get Stanford Dogs, keep `breeds`, verify every image and write a stratified 70/15/15 split with `split.csv`."
     say = (lambda *a: None) if quiet else print
+    if url == STANFORD_URL: url = os.environ.get('DOGFT_URL') or url  # a mirror, or an unreachable URL in tests
     bs = resolve_breeds(breeds)
     dest = Path(dest) if dest is not None else default_data_dir()
     if source is None: source = os.environ.get('DOGFT_SOURCE') or None

@@ -1,0 +1,322 @@
+"End-to-end tests of the data layer: the `dogft-data` console script, tar sources, downloads (all offline)."
+import io, os, sys, shutil, tarfile, threading, subprocess, hashlib, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from pathlib import Path
+
+import pandas as pd, pytest
+from PIL import Image
+
+from dogft.data import (DogftError, prepare_data, read_split, ensure_data, download, make_fake_stanford, make_image,
+                        shared_stanford_dogs, split_sizes, SPLITS, SPLIT_FRACS)
+
+CLI = Path(sys.executable).parent/'dogft-data'
+
+
+def run_cli(*args, home, env=None, timeout=120):
+    "Run `dogft-data` in `home` (also `DOGFT_HOME`); return the CompletedProcess."
+    e = {k: v for k, v in os.environ.items() if k not in ('DOGFT_SOURCE', 'DOGFT_URL', 'DOGFT_HOME')}
+    e.update(DOGFT_HOME=str(home), **(env or {}))
+    cmd = [str(CLI)] if CLI.exists() else [sys.executable, '-c', 'from dogft.data import dogft_data; dogft_data()']
+    return subprocess.run(cmd + list(args), cwd=home, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(r, *needles):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('dogft-data: error: '), r.stderr
+    assert 'Traceback' not in r.stderr + r.stdout
+    for n in needles: assert n in lines[0], lines[0]
+
+
+def check_split(d, n_expected=None):
+    "Check a processed folder: files match split.csv, no duplicates, each class within one image of its share."
+    df = read_split(d)
+    if n_expected is not None: assert len(df) == n_expected
+    assert list(df.columns[:6]) == ['path', 'breed', 'split', 'sha256', 'width', 'height']
+    assert df.sha256.is_unique and df.path.is_unique
+    files = sorted(p.relative_to(d).as_posix() for s in SPLITS for p in (d/s).rglob('*.jpg'))
+    assert files == sorted(df.path)
+    for b, g in df.groupby('breed'):
+        n = len(g)
+        for s, f in zip(SPLITS, SPLIT_FRACS):
+            assert abs((g.split == s).sum() - n*f) <= 1, (b, s)
+        assert tuple((g.split == s).sum() for s in SPLITS) == split_sizes(n)
+    return df
+
+
+@pytest.fixture
+def fake_src(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer', 'pug'), n=14)
+    b = src/'n02088364-beagle'
+    (b/'corrupt.jpg').write_bytes(make_image(seed=7)[:200])
+    (b/'tiny.jpg').write_bytes(make_image((32, 32), seed=8))
+    (b/'gray.jpg').write_bytes(make_image(mode='L', seed=9))
+    (b/'cmyk.jpg').write_bytes(make_image(mode='CMYK', seed=10))
+    (b/'png.jpg').write_bytes(make_image(fmt='PNG', seed=11))
+    (b/'dup.jpg').write_bytes((b/'n02088364_3.jpg').read_bytes())
+    return src
+
+
+# ---------------------------------------------------------------- CLI end to end
+
+def test_cli_folder_rerun_force_and_breeds(tmp_path, fake_src):
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer', home=home)
+    assert r.returncode == 0, r.stderr
+    assert 'wrote 31 images of 2 breeds' in r.stdout and 'total' in r.stdout
+    d = home/'data'/'processed'
+    df = check_split(d, 17 + 14)  # 14 + gray, cmyk, png beagles (dup, corrupt, tiny skipped) + 14 boxers
+    bad = pd.read_csv(d/'bad_files.csv')
+    assert sorted(bad.kind) == ['bad', 'bad', 'duplicate']
+    assert {Image.open(d/p).mode for p in df.path} == {'RGB'}
+    assert 'skipped 3 file(s)' in r.stdout
+    # same inputs: a no-op
+    mt = (d/'split.csv').stat().st_mtime_ns
+    r = run_cli('--source', str(fake_src), '--breeds', 'boxer,beagle', home=home)
+    assert r.returncode == 0 and 'up to date' in r.stdout, r.stdout
+    assert (d/'split.csv').stat().st_mtime_ns == mt
+    # --force redoes it, same split
+    r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer', '--force', home=home)
+    assert r.returncode == 0 and '--force: rebuilding' in r.stdout
+    assert (d/'split.csv').stat().st_mtime_ns != mt
+    pd.testing.assert_frame_equal(read_split(d), df)
+    # other breeds: rebuild, and say so
+    r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer,pug', home=home)
+    assert r.returncode == 0 and 'breeds changed' in r.stdout
+    df3 = check_split(d, 17 + 14 + 14)
+    # a breed's split does not depend on the other breeds chosen
+    pd.testing.assert_frame_equal(df3[df3.breed != 'pug'].reset_index(drop=True), df.reset_index(drop=True))
+    # another seed: another split
+    r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer,pug', '--seed', '1', home=home)
+    assert r.returncode == 0 and 'seed changed' in r.stdout
+    assert not check_split(d).equals(df3)
+    assert not [p for p in (home/'data').iterdir() if p.name.startswith('.')]  # no temporary folders left
+
+
+def test_cli_errors_are_one_line(tmp_path, fake_src):
+    home = tmp_path/'home'; home.mkdir()
+    assert_one_line_error(run_cli('--source', str(fake_src), '--breeds', 'beagel', home=home), "unknown breed 'beagel'", 'beagle')
+    assert_one_line_error(run_cli('--source', str(tmp_path/'nope'), home=home), 'does not exist', '--source')
+    assert_one_line_error(run_cli('--source', str(fake_src), '--breeds', 'beagle,chihuahua', home=home), 'chihuahua')
+    junk = tmp_path/'junk.tar'; junk.write_bytes(b'not a tar' * 100)
+    assert_one_line_error(run_cli('--source', str(junk), '--breeds', 'beagle', home=home), 'cannot read archive')
+    assert not (home/'data'/'processed').exists()
+
+
+def test_no_source_no_network(tmp_path):
+    home = tmp_path/'home'; home.mkdir()
+    t0 = time.time()
+    r = run_cli('--breeds', 'beagle', home=home, env=dict(DOGFT_URL='http://127.0.0.1:1/images.tar'))
+    assert time.time() - t0 < 60
+    assert_one_line_error(r, '--source', 'DOGFT_SOURCE', '127.0.0.1:1')
+    assert list(home.iterdir()) == []  # stopped before doing anything
+
+
+def test_source_from_env(tmp_path, fake_src):
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--breeds', 'boxer', home=home, env=dict(DOGFT_SOURCE=str(fake_src)))
+    assert r.returncode == 0, r.stderr
+    check_split(home/'data'/'processed', 14)
+
+
+def test_help():
+    r = subprocess.run([str(CLI), '--help'], capture_output=True, text=True)
+    assert r.returncode == 0 and all(f in r.stdout for f in ['--source', '--breeds', '--dest', '--force', '--seed'])
+
+
+# ---------------------------------------------------------------- folder layouts and tar sources
+
+def test_folder_layouts(tmp_path):
+    a = make_fake_stanford(tmp_path/'a', breeds=('beagle', 'boxer'), n=10, layout='synset')
+    b = make_fake_stanford(tmp_path/'b'/'Images', breeds=('beagle', 'boxer'), n=10, layout='synset').parent
+    c = make_fake_stanford(tmp_path/'c', breeds=('beagle', 'boxer'), n=10, layout='name')
+    res = [read_split(prepare_data(s, 'beagle,boxer', tmp_path/f'out{i}', quiet=True)) for i, s in enumerate([a, b, c])]
+    for df in res[1:]: pd.testing.assert_frame_equal(df.drop(columns='source'), res[0].drop(columns='source'))
+
+
+def make_tar(path, src, extra=()):
+    "Tar the breed folders of `src` under `Images/`, then add `extra` TarInfo members."
+    with tarfile.open(path, 'w') as tf:
+        tf.add(src, arcname='Images')
+        for ti, data in extra: tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _ti(name, type=tarfile.REGTYPE, linkname='', size=0):
+    ti = tarfile.TarInfo(name); ti.type, ti.linkname, ti.size = type, linkname, size
+    return ti
+
+
+def test_tar_source_refuses_unsafe_members(tmp_path, fake_src):
+    evil = make_image(seed=123)
+    tar = make_tar(tmp_path/'images.tar', fake_src, extra=[
+        (_ti('../evil.jpg', size=len(evil)), evil),
+        (_ti('Images/n02088364-beagle/../../evil2.jpg', size=len(evil)), evil),
+        (_ti('/abs/evil3.jpg', size=len(evil)), evil),
+        (_ti('Images/n02088364-beagle/link.jpg', tarfile.SYMTYPE, '/etc/passwd'), None),
+        (_ti('Images/n02108089-boxer/hard.jpg', tarfile.LNKTYPE, 'Images/n02108089-boxer/n02108089_0.jpg'), None),
+        (_ti('Images/n02088364-beagle/dev', tarfile.CHRTYPE), None)])
+    work = tmp_path/'work'; work.mkdir()
+    d = prepare_data(tar, 'beagle,boxer', work/'data'/'processed', quiet=True)
+    df = check_split(d, 17 + 14)
+    bad = pd.read_csv(d/'bad_files.csv')
+    unsafe = bad[bad.kind == 'unsafe']
+    assert sorted(unsafe.source) == sorted(['../evil.jpg', 'Images/n02088364-beagle/../../evil2.jpg', '/abs/evil3.jpg',
+                                            'Images/n02088364-beagle/link.jpg', 'Images/n02108089-boxer/hard.jpg',
+                                            'Images/n02088364-beagle/dev'])
+    assert unsafe.reason.str.contains('refused').all()
+    assert not list(tmp_path.rglob('evil*.jpg')) and not Path('/abs').exists()
+    # the same images as from the folder
+    df2 = read_split(prepare_data(fake_src, 'beagle,boxer', tmp_path/'fromdir', quiet=True))
+    pd.testing.assert_frame_equal(df.drop(columns='source'), df2.drop(columns='source'))
+
+
+def test_tar_gz_source(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle',), n=8)
+    with tarfile.open(tmp_path/'images.tar.gz', 'w:gz') as tf: tf.add(src, arcname='Images')
+    check_split(prepare_data(tmp_path/'images.tar.gz', 'beagle', tmp_path/'out', quiet=True), 8)
+
+
+def test_cross_label_duplicates_dropped(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('toy_poodle', 'miniature_poodle'), n=10)
+    same = make_image(seed=999)
+    (src/'n02113624-toy_poodle'/'x.jpg').write_bytes(same)
+    (src/'n02113712-miniature_poodle'/'y.jpg').write_bytes(same)
+    d = prepare_data(src, 'toy_poodle,miniature_poodle', tmp_path/'out', quiet=True)
+    check_split(d, 20)
+    bad = pd.read_csv(d/'bad_files.csv')
+    assert sorted(bad.source.str.rsplit('/', n=1).str[-1]) == ['x.jpg', 'y.jpg'] and (bad.kind == 'duplicate').all()
+
+
+def test_ensure_data(tmp_path, fake_src):
+    d = tmp_path/'proc'
+    ensure_data(d, 'beagle', source=fake_src, quiet=True)
+    mt = (d/'split.csv').stat().st_mtime_ns
+    assert ensure_data(d, 'beagle') == d and (d/'split.csv').stat().st_mtime_ns == mt  # any source will do
+    with pytest.raises(DogftError): read_split(tmp_path/'nothing')
+
+
+# ---------------------------------------------------------------- downloads over HTTP (local server)
+
+class TarServer:
+    "Serve `data` on 127.0.0.1 with Range support; `mode`: ok, cut (every response stops halfway), cut_once, norange."
+    def __init__(self, data):
+        self.data, self.mode, self.requests = data, 'ok', []
+        srv = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                rng = self.headers.get('Range')
+                srv.requests.append(rng)
+                start = int(rng.split('=')[1].split('-')[0]) if rng and srv.mode != 'norange' else 0
+                if start >= len(srv.data):
+                    self.send_response(416); self.send_header('Content-Range', f'bytes */{len(srv.data)}')
+                    self.send_header('Content-Length', '0'); self.end_headers(); return
+                body = srv.data[start:]
+                self.send_response(206 if start else 200)
+                if start: self.send_header('Content-Range', f'bytes {start}-{len(srv.data)-1}/{len(srv.data)}')
+                self.send_header('Content-Length', str(len(body)))
+                self.send_header('Accept-Ranges', 'bytes')
+                self.end_headers()
+                cut = srv.mode == 'cut' or (srv.mode == 'cut_once' and len(srv.requests) == 1)
+                self.wfile.write(body[:len(body)//2] if cut else body)
+                self.wfile.flush()
+                if cut: self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), H)
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/images.tar'
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self): self.httpd.shutdown(); self.httpd.server_close()
+
+
+@pytest.fixture
+def served_tar(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer'), n=10)
+    data = make_tar(tmp_path/'served.tar', src).read_bytes()
+    srv = TarServer(data)
+    yield srv
+    srv.close()
+
+
+def test_interrupted_download_resumes(tmp_path, served_tar):
+    srv, data = served_tar, served_tar.data
+    dest = tmp_path/'raw'/'images.tar'
+    part = dest.with_name('images.tar.part')
+    srv.mode = 'cut'
+    with pytest.raises(DogftError, match='interrupted'): download(srv.url, dest, retries=0)
+    assert not dest.exists() and part.exists() and part.stat().st_size == len(data)//2
+    # a partial file never counts as done: prepare_data fails too and leaves nothing processed
+    home = tmp_path/'home'
+    with pytest.raises(DogftError): prepare_data(None, 'beagle,boxer', home/'data'/'processed', url=srv.url, quiet=True)
+    assert not (home/'data'/'processed').exists() and not (home/'data'/'raw'/'images.tar').exists()
+    # resume with a Range request
+    srv.mode, srv.requests = 'ok', []
+    assert download(srv.url, dest) == dest
+    assert srv.requests == [f'bytes={len(data)//2}-']
+    assert dest.read_bytes() == data and not part.exists()
+    # a complete file is not downloaded again
+    srv.requests = []
+    download(srv.url, dest)
+    assert srv.requests == []
+
+
+def test_download_resumes_within_one_call(tmp_path, served_tar):
+    srv = served_tar
+    srv.mode = 'cut_once'
+    dest = download(srv.url, tmp_path/'images.tar', sha256=hashlib.sha256(srv.data).hexdigest())
+    assert dest.read_bytes() == srv.data
+    assert srv.requests == [None, f'bytes={len(srv.data)//2}-']
+
+
+def test_download_server_ignores_range(tmp_path, served_tar):
+    srv = served_tar
+    part = tmp_path/'images.tar.part'
+    part.write_bytes(srv.data[:1000])
+    srv.mode = 'norange'
+    assert download(srv.url, tmp_path/'images.tar').read_bytes() == srv.data
+
+
+def test_download_sha256_mismatch(tmp_path, served_tar):
+    with pytest.raises(DogftError, match='sha256'): download(served_tar.url, tmp_path/'images.tar', sha256='0'*64)
+    assert not (tmp_path/'images.tar').exists() and not (tmp_path/'images.tar.part').exists()
+
+
+def test_prepare_from_url_and_cli(tmp_path, served_tar):
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--breeds', 'beagle,boxer', home=home, env=dict(DOGFT_URL=served_tar.url))
+    assert r.returncode == 0, r.stderr
+    assert (home/'data'/'raw'/'images.tar').read_bytes() == served_tar.data
+    check_split(home/'data'/'processed', 20)
+    # afterwards no network is needed: the stamp is up to date, and other breeds are read from data/raw/images.tar
+    served_tar.close()
+    r = run_cli('--breeds', 'beagle,boxer', home=home, env=dict(DOGFT_URL=served_tar.url))
+    assert r.returncode == 0 and 'up to date' in r.stdout
+    r = run_cli('--breeds', 'beagle', home=home, env=dict(DOGFT_URL=served_tar.url))
+    assert r.returncode == 0, r.stderr
+    check_split(home/'data'/'processed', 10)
+
+
+# ---------------------------------------------------------------- the real images
+
+@pytest.mark.skipif(shared_stanford_dogs() is None, reason='no shared Stanford Dogs folder')
+def test_real_images_cli(tmp_path):
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--source', str(shared_stanford_dogs()), home=home)
+    assert r.returncode == 0, r.stderr
+    d = home/'data'/'processed'
+    df = check_split(d, 799)
+    assert df.groupby('breed').size().to_dict() == dict(beagle=195, boxer=151, german_shepherd=152,
+                                                        golden_retriever=150, toy_poodle=151)
+    assert (df.split.value_counts() > 0).all() and set(df.split) == set(SPLITS)
+    r = run_cli('--source', str(shared_stanford_dogs()), home=home)
+    assert r.returncode == 0 and 'up to date' in r.stdout
+
+
+@pytest.mark.skipif(shared_stanford_dogs() is None, reason='no shared Stanford Dogs folder')
+def test_real_poodles(tmp_path):
+    "All three poodles split; the shared folder's two same-picture pairs are different crops (not byte-identical), so both copies stay."
+    d = prepare_data(shared_stanford_dogs(), 'toy_poodle,miniature_poodle,standard_poodle', tmp_path/'p', quiet=True)
+    df = check_split(d, 151 + 155 + 159)
+    assert pd.read_csv(d/'bad_files.csv').empty
