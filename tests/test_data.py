@@ -320,3 +320,24 @@ def test_real_poodles(tmp_path):
     d = prepare_data(shared_stanford_dogs(), 'toy_poodle,miniature_poodle,standard_poodle', tmp_path/'p', quiet=True)
     df = check_split(d, 151 + 155 + 159)
     assert pd.read_csv(d/'bad_files.csv').empty
+
+
+# ---------------------------------------------------------------- the loaders' cache
+
+def test_cache_build_is_atomic(tmp_path):
+    from dogft.loaders import cached_images, cache_spec, get_dls
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer'), n=10)
+    d = prepare_data(src, 'beagle,boxer', tmp_path/'p', quiet=True)
+    df = read_split(d)
+    victim = d/df.path[df.split == 'val'].iloc[-1]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:100])  # damaged after the split was made
+    with pytest.raises(DogftError, match='dogft-data --force'): cached_images(d, 'val', verbose=False)
+    assert not list((d/'cache').iterdir())  # nothing half-written left behind
+    victim.write_bytes(good)
+    arr = cached_images(d, 'val', verbose=False)
+    assert arr.shape == ((df.split == 'val').sum(), 224, 224, 3)
+    # a new split.csv (other breeds) gets a new cache file; the loaders follow it
+    d = prepare_data(src, 'beagle', tmp_path/'p', quiet=True)
+    dls = get_dls(d, bs=4, device='cpu', verbose=False)
+    assert dls.vocab == ['beagle'] and dls.valid.one_batch()[0].shape == (2, 3, 224, 224)
