@@ -19,9 +19,8 @@ from tqdm import tqdm
 from timm.data import create_transform
 from timm.data.transforms_factory import transforms_imagenet_eval
 from fastai.data.core import DataLoaders, TfmdDL
-from fastai.data.transforms import IntToFloatTensor, Normalize
+from fastai.data.transforms import IntToFloatTensor, Normalize, DisplayedTransform
 from fastai.torch_core import TensorImage, TensorCategory
-from fasttransform import DisplayedTransform
 
 from .data import DogftError, read_split, SPLITS
 
