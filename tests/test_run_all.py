@@ -1,0 +1,85 @@
+"`dogft-run-all` end to end: exit statuses of the command, and one tiny real run of `nbs/03_train.ipynb` through papermill."
+import importlib.util, json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+from dogft.data import DogftError, make_fake_stanford, prepare_data
+from dogft.run_all import check_params, notebook_params, standin_train_notebook, train_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+CMD = str(Path(sys.executable).parent/'dogft-run-all')
+BREEDS = 'beagle,boxer'
+STANDIN_PARAMS = dict(model='efficientnet_lite0', strategy='freeze', seed=42, epochs=None, lr=None, batch_size=32, img_size=None,
+    weights='auto', augment='light', cache_features=True, bn='frozen', patience=5, device='auto', data_dir=None, out_dir=None,
+    resume=True, breeds=None, tensorboard=False, max_per_class=None)
+has_train = importlib.util.find_spec('dogft.train') is not None
+real_nb = ROOT/'nbs'/'03_train.ipynb'
+
+
+@pytest.fixture
+def home(tmp_path):
+    "A `$DOGFT_HOME` with a tiny prepared data set (two breeds of synthetic images)."
+    prepare_data(make_fake_stanford(tmp_path/'src', BREEDS.split(','), n=10), BREEDS, tmp_path/'data'/'processed', quiet=True)
+    return tmp_path
+
+
+def run_cli(home, *args, timeout=300):
+    "Run `dogft-run-all` with `$DOGFT_HOME=home` (never a test runner's `IN_TEST`, never the shared data set)."
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
+    env.update(DOGFT_HOME=str(home), DOGFT_SHARED_DATA='none', HF_HUB_OFFLINE='1')
+    return subprocess.run([CMD, *map(str, args)], cwd=home, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_errors_exit_2_before_any_run(home):
+    "A bad model, strategy or parameter name: one line on stderr, exit status 2, no notebook executed."
+    nb = standin_train_notebook(home/'standin.ipynb', STANDIN_PARAMS)
+    for args, msg in [(['--models', 'resnet5o'], "Unknown model 'resnet5o'"),  # (more cases in-process, in nbs/03b_run_all.ipynb)
+                      (['--weights', home/'missing.pth'], 'Weights file not found'),
+                      (['--notebook', home/'nope.ipynb'], 'Train notebook not found')]:
+        r = run_cli(home, '--notebook', nb, *args, '--skip-followups')
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('dogft-run-all: error: ') and msg in lines[0], (args, r.stderr)
+    assert not (home/'results').exists()
+
+
+@pytest.mark.skipif(not real_nb.exists(), reason='nbs/03_train.ipynb is not there yet')
+def test_unknown_parameter_of_real_notebook():
+    "Parameter names are checked against the real train notebook; the error lists the valid ones."
+    valid = notebook_params(train_notebook())
+    assert {'model', 'strategy', 'seed', 'epochs', 'out_dir'} <= set(valid)
+    with pytest.raises(DogftError, match='Unknown train parameter.s. epoch: 03_train.ipynb takes model, strategy, seed'):
+        check_params(train_notebook(), dict(epoch=1))
+
+
+@pytest.mark.skipif(not has_train, reason='dogft.train is not there yet')
+def test_failed_run_exit_1(home):
+    "A run that raises is recorded (cell and error) and the matrix goes on; the command exits 1."
+    nb = standin_train_notebook(home/'standin.ipynb', STANDIN_PARAMS, fail='freeze')
+    r = run_cli(home, '--notebook', nb, '--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', '1,2',
+                '--weights', 'none', '--breeds', BREEDS, '--skip-followups')
+    assert r.returncode == 1, r.stderr
+    assert 'RuntimeError: boom: freeze cannot train' in r.stdout and '2 runs: 0 ran, 0 skipped, 2 failed' in r.stdout
+    runs = home/'results'/'runs'
+    assert sorted(p.name for p in runs.iterdir()) == ['efficientnet_lite0__freeze__s1.failed.ipynb',
+                                                       'efficientnet_lite0__freeze__s2.failed.ipynb', 'summary.csv']
+
+
+@pytest.mark.skipif(not (has_train and real_nb.exists()), reason='dogft.train / nbs/03_train.ipynb are not there yet')
+def test_real_train_notebook_tiny_run(home):
+    "One tiny real run of 03_train.ipynb (random init, 1 epoch, 64 px): outputs in place; run again, it is skipped."
+    extra = ['--max-per-class', 4] if 'max_per_class' in notebook_params(real_nb) else []
+    args = ['--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', 1, '--epochs', 1, '--weights', 'none',
+            '--img-size', 64, '--batch-size', 8, '--device', 'cpu', '--breeds', BREEDS, '--skip-followups', *extra]
+    r = run_cli(home, *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (home/'results'/'runs'/'efficientnet_lite0__freeze__s1.ipynb').exists()
+    assert not list((home/'results'/'runs').glob('*.failed.ipynb')) and not list((home/'results'/'runs').glob('.*'))
+    m = json.loads((home/'results'/'metrics'/'efficientnet_lite0_freeze_s1_results.json').read_text())
+    assert (m['model'], m['strategy'], m['seed']) == ('efficientnet_lite0', 'freeze', 1)
+    assert (home/'models'/'efficientnet_lite0_freeze_s1_best.pth').exists()
+    assert '1 runs: 1 ran, 0 skipped, 0 failed' in r.stdout
+    r = run_cli(home, *args)
+    assert r.returncode == 0, r.stderr
+    assert '1 runs: 0 ran, 1 skipped, 0 failed' in r.stdout, r.stdout
