@@ -68,7 +68,7 @@ def test_failed_run_exit_1(home):
 
 @pytest.mark.skipif(not (has_train and real_nb.exists()), reason='dogft.train / nbs/03_train.ipynb are not there yet')
 def test_real_train_notebook_tiny_run(home):
-    "One tiny real run of 03_train.ipynb (random init, 1 epoch, 64 px): outputs in place; run again, it is skipped."
+    "One tiny real run of 03_train.ipynb (random init, 1 epoch, 64 px): outputs in place; run again, it is skipped; `--force` trains again."
     extra = ['--max-per-class', 4] if 'max_per_class' in notebook_params(real_nb) else []
     args = ['--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', 1, '--epochs', 1, '--weights', 'none',
             '--img-size', 64, '--batch-size', 8, '--device', 'cpu', '--breeds', BREEDS, '--skip-followups', *extra]
@@ -83,3 +83,8 @@ def test_real_train_notebook_tiny_run(home):
     r = run_cli(home, *args)
     assert r.returncode == 0, r.stderr
     assert '1 runs: 0 ran, 1 skipped, 0 failed' in r.stdout, r.stdout
+    metrics = home/'results'/'metrics'/'efficientnet_lite0_freeze_s1_results.json'
+    before = metrics.stat().st_mtime_ns
+    r = run_cli(home, *args, '--force')
+    assert r.returncode == 0 and '1 runs: 1 ran, 0 skipped, 0 failed' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert metrics.stat().st_mtime_ns != before, '--force must train again, not return the finished metrics'
