@@ -1,0 +1,98 @@
+"Training runs end to end: the CLI, resuming after kill -9, refusing to mix configurations, finished runs."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dogft.data import make_fake_stanford, prepare_data, shared_stanford_dogs, DogftError
+from dogft.train import TrainConfig, train_run, run_paths, finished_metrics
+
+BIN = Path(sys.executable).parent
+BREEDS = ['beagle', 'boxer', 'toy_poodle']
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    "A tiny processed dataset: 12 images per breed (real ones when ../shared has them)."
+    root = tmp_path_factory.mktemp('tiny')
+    src = root/'source'
+    if (shared := shared_stanford_dogs()) is not None:
+        for b in BREEDS:
+            (src/b).mkdir(parents=True)
+            for f in sorted((shared/b).glob('*.jpg'))[:12]: (src/b/f.name).write_bytes(f.read_bytes())
+    else: make_fake_stanford(src, BREEDS, n=12, layout='name')
+    return prepare_data(src, BREEDS, root/'processed', quiet=True)
+
+def _cfg(tiny, out, **kw):
+    return TrainConfig(**dict(dict(model='efficientnet_lite0', data_dir=str(tiny), out_dir=str(out), img_size=64, batch_size=8,
+                                   epochs=2, views=2), **kw))
+
+def _train_cli(cfg: TrainConfig, *extra):
+    args = [str(BIN/'dogft-train'), '--model', cfg.model, '--strategy', cfg.strategy, '--epochs', str(cfg.epochs),
+            '--img-size', str(cfg.img_size), '--batch-size', str(cfg.batch_size), '--data-dir', cfg.data_dir,
+            '--out-dir', cfg.out_dir, '--patience', str(cfg.patience), *extra]
+    return args
+
+def test_freeze_run_writes_metrics_and_checkpoint(tiny, tmp_path):
+    m = train_run(_cfg(tiny, tmp_path), quiet=True)
+    p = run_paths(_cfg(tiny, tmp_path))
+    saved = json.loads(p['metrics'].read_text())
+    assert saved['test_acc'] == m['test_acc'] and saved['class_names'] == BREEDS
+    assert [h['epoch'] for h in saved['history']] == [1, 2]
+    assert m['training']['features'] == 'cached' and m['params_trainable'] == 1280*3 + 3
+    assert sum(map(sum, m['confusion_matrix'])) == m['n_images']['test'] == len(m['test_predictions'])
+    best = torch.load(p['best'], weights_only=False)
+    assert best['class_names'] == BREEDS and best['model'] == 'efficientnet_lite0' and 'state_dict' in best
+    assert p['history'].exists() and not list(p['metrics'].parent.glob('.*.tmp'))
+    assert finished_metrics(_cfg(tiny, tmp_path)) is not None
+    assert finished_metrics(_cfg(tiny, tmp_path, lr=0.5)) is None  # another configuration is not finished
+
+def test_finished_run_is_not_trained_again(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path)
+    train_run(cfg, quiet=True)
+    mtime = run_paths(cfg)['metrics'].stat().st_mtime_ns
+    train_run(cfg, quiet=True)
+    assert run_paths(cfg)['metrics'].stat().st_mtime_ns == mtime
+
+def test_cached_and_uncached_freeze_agree(tiny, tmp_path):
+    "Training the head on cached features is the same computation as training the whole frozen network."
+    kw = dict(augment='none', precision='fp32', epochs=3)
+    a = train_run(_cfg(tiny, tmp_path/'a', **kw), quiet=True)
+    b = train_run(_cfg(tiny, tmp_path/'b', cache_features=False, **kw), quiet=True)
+    assert b['training']['features'] == 'none'
+    for ha, hb in zip(a['history'], b['history']):
+        assert abs(ha['train_loss'] - hb['train_loss']) < 1e-3 and abs(ha['val_loss'] - hb['val_loss']) < 1e-3
+
+def test_kill_and_resume(tiny, tmp_path):
+    "A run killed with SIGKILL mid-way continues from its last checkpoint, with one history."
+    cfg = _cfg(tiny, tmp_path, strategy='full', epochs=6, patience=10, cache_features=False, augment='none')
+    last = run_paths(cfg)['checkpoints']/'last.pth'
+    proc = subprocess.Popen(_train_cli(cfg, '--augment', 'none'), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        if last.exists() and torch.load(last, weights_only=False)['epoch'] >= 2: break
+        if proc.poll() is not None: pytest.fail(proc.stdout.read().decode()[-2000:])
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    done = torch.load(last, weights_only=False)['epoch']
+    assert 2 <= done < 6 and not run_paths(cfg)['metrics'].exists()
+    out = subprocess.run(_train_cli(cfg, '--augment', 'none'), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f'resuming efficientnet_lite0_full_s42 after epoch {done} of 6' in out.stdout
+    m = json.loads(run_paths(cfg)['metrics'].read_text())
+    assert [h['epoch'] for h in m['history']] == list(range(1, 7))
+
+def test_checkpoint_of_another_configuration_is_refused(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False)
+    train_run(cfg, quiet=True)
+    run_paths(cfg)['metrics'].unlink()  # as if killed before the end
+    with pytest.raises(DogftError, match=r'other settings \(lr .*resume=False'):
+        train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=1e-3), quiet=True)
+    m = train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=1e-3, resume=False), quiet=True)
+    assert m['config']['lr'] == 1e-3 and len(m['history']) == 1
+
+def test_cli_bad_input_is_one_line(tiny, tmp_path):
+    out = subprocess.run(_train_cli(_cfg(tiny, tmp_path, strategy='half')), capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith('dogft-train: error: Unknown strategy')
+    out = subprocess.run(_train_cli(_cfg(tiny, tmp_path, model='resnet_51')), capture_output=True, text=True)
+    assert out.returncode == 2 and 'resnet51' in out.stderr.splitlines()[-1]
