@@ -324,7 +324,12 @@ def dogft_run_all(
     device:str=None, # auto, cuda, mps or cpu (default: auto)
     data_dir:str=None, # processed data folder (default: $DOGFT_HOME/data/processed)
     breeds:str=None, # comma-separated breeds (default: the five default breeds)
-    max_per_class:int=None, # at most this many training images per breed (default: all)
+    views:int=None, # cached views per training image when augmenting (default: 4)
+    bn:str=None, # BatchNorm policy of the frozen part: frozen or train (default: frozen)
+    patience:int=None, # early-stopping patience in epochs (default: 5)
+    lr_mult:float=None, # head lr / first group's lr (default: 1)
+    precision:str=None, # auto, bf16 or fp32 (default: auto)
+    no_cache_features:bool=False, # train on images even when a frozen prefix could be cached
     no_resume:bool=False, # start unfinished runs over instead of resuming their checkpoints (--force implies it)
     skip_followups:bool=False, # do not run analysis and export afterwards
 ):
@@ -332,7 +337,9 @@ def dogft_run_all(
     try:
         df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, out_dir=out_dir, followups=not skip_followups,
                         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, weights=weights, augment=augment,
-                        device=device, data_dir=data_dir, breeds=breeds, max_per_class=max_per_class,
+                        device=device, data_dir=data_dir, breeds=breeds, views=views,
+                        bn=bn, patience=patience, lr_mult=lr_mult, precision=precision,
+                        cache_features=False if no_cache_features else None,
                         resume=False if no_resume else None)
     except DogftError as e:
         if not is_cli(dogft_run_all): raise

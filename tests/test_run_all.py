@@ -12,7 +12,7 @@ CMD = str(Path(sys.executable).parent/'dogft-run-all')
 BREEDS = 'beagle,boxer'
 STANDIN_PARAMS = dict(model='efficientnet_lite0', strategy='freeze', seed=42, epochs=None, lr=None, batch_size=32, img_size=None,
     weights='auto', augment='light', cache_features=True, bn='frozen', patience=5, device='auto', data_dir=None, out_dir=None,
-    resume=True, breeds=None, tensorboard=False, max_per_class=None)
+    resume=True, breeds=None, tensorboard=False)
 has_train = importlib.util.find_spec('dogft.train') is not None
 real_nb = ROOT/'nbs'/'03_train.ipynb'
 
@@ -69,7 +69,7 @@ def test_failed_run_exit_1(home):
 @pytest.mark.skipif(not (has_train and real_nb.exists()), reason='dogft.train / nbs/03_train.ipynb are not there yet')
 def test_real_train_notebook_tiny_run(home):
     "One tiny real run of 03_train.ipynb (random init, 1 epoch, 64 px): outputs in place; run again, it is skipped; `--force` trains again."
-    extra = ['--max-per-class', 4] if 'max_per_class' in notebook_params(real_nb) else []
+    extra = []
     args = ['--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', 1, '--epochs', 1, '--weights', 'none',
             '--img-size', 64, '--batch-size', 8, '--device', 'cpu', '--breeds', BREEDS, '--skip-followups', *extra]
     r = run_cli(home, *args)
