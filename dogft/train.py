@@ -37,7 +37,7 @@ __all__ = ['TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 
 import dogft
 from .data import DogftError, dogft_home, ensure_data, read_split, resolve_breeds
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl
-from .models import create_model, model_data_config, weights_info, count_params
+from .models import create_model, imagenet_zero_shot, model_data_config, weights_info, count_params
 from .strategies import apply_strategy, check_strategy, strategy_defaults, group_lrs, BN_POLICIES
 from .features import autocast_dtype, feature_dls, split_frozen
 
@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size:int=32 # images per batch
     img_size:int|None=None # input size; `None`: the model's default
     weights:str='auto' # `auto`, `hub`, `none` or a weights file
+    head_init:str='auto' # new head: `imagenet` (the ImageNet head's rows for the breeds), `random` (like `nn.Linear`); `auto`: imagenet unless weights='none'
     augment:str='light' # `none`, `light` or `strong`
     cache_features:bool=True # run the frozen prefix once and train on its cached output
     views:int=4 # cached views per training image when augmenting (1 clean + augmented draws)
@@ -79,6 +80,10 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     c = dataclasses.replace(config, epochs=int(d['epochs']), lr=float(d['lr']))
     if c.bn not in BN_POLICIES: raise DogftError(f"unknown BatchNorm policy {c.bn!r}: use {' or '.join(BN_POLICIES)}")
     if c.augment not in ('none', *AUGMENTS): raise DogftError(f"unknown augment {c.augment!r}: use none, {', '.join(AUGMENTS)}")
+    if c.head_init not in ('auto', 'imagenet', 'random'): raise DogftError(f"unknown head_init {c.head_init!r}: use auto, imagenet or random")
+    if c.head_init == 'auto': c.head_init = 'random' if c.weights == 'none' else 'imagenet'
+    if c.head_init == 'imagenet' and c.weights == 'none':
+        raise DogftError("head_init='imagenet' needs pretrained weights: with weights='none' use head_init='random'")
     if c.epochs < 1 or c.batch_size < 1 or c.views < 1: raise DogftError("epochs, batch_size and views must be at least 1")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
@@ -294,7 +299,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     device = _device(c.device)
     df = read_split(data_dir)
     vocab = sorted(df.breed.unique())
-    model = create_model(c.model, len(vocab), c.weights)
+    model = imagenet_zero_shot(c.model, vocab, c.weights) if c.head_init == 'imagenet' else create_model(c.model, len(vocab), c.weights)
     dc = model_data_config(model)
     if c.img_size: dc['input_size'] = (3, c.img_size, c.img_size)
     groups = apply_strategy(model, c.strategy, bn=c.bn)
@@ -383,6 +388,7 @@ def dogft_train(
     batch_size:int=32, # images per batch
     img_size:int=None, # input size (default: the model's)
     weights:str='auto', # auto, hub, none, or a .pth/.safetensors file
+    head_init:str='auto', # imagenet (the head starts as the ImageNet head's rows for the breeds), random, or auto (imagenet unless --weights none)
     augment:str='light', # none, light or strong
     no_cache_features:store_true=False, # train the whole network on images, even when a frozen prefix could be cached
     views:int=4, # cached views per training image when augmenting
