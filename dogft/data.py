@@ -559,6 +559,6 @@ def dogft_data(
     "Get Stanford Dogs, keep the chosen breeds, verify the images and split them 70/15/15 per breed (seed 42)."
     try: prepare_data(source, breeds, dest, force=force, seed=seed)
     except DogftError as e:
-        if not is_cli(): raise
+        if not is_cli(dogft_data): raise
         print(f"dogft-data: error: {e}", file=sys.stderr)
         sys.exit(2)

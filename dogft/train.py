@@ -25,7 +25,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import set_seed, to_float
-from fastcore.script import call_parse, store_true
+from fastcore.script import call_parse, is_cli, store_true
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 # %% auto #0
@@ -405,7 +405,8 @@ def dogft_train(
 ):
     "Train one run (model × strategy × seed) and write its metrics JSON and best checkpoint."
     kw = {k: v for k,v in locals().items() if k not in ('no_cache_features', 'no_resume')}
-    try: train_run(TrainConfig(**kw, cache_features=not no_cache_features, resume=not no_resume))
+    try: return train_run(TrainConfig(**kw, cache_features=not no_cache_features, resume=not no_resume))
     except DogftError as e:
+        if not is_cli(dogft_train): raise
         print(f"dogft-train: error: {e}", file=sys.stderr)
         sys.exit(2)
