@@ -31,7 +31,8 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 # %% auto #0
 __all__ = ['TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 'atomic_write', 'save_json', 'save_torch',
            'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'finished_metrics', 'versions',
-           'train_run', 'plot_history', 'plot_confusion', 'dogft_train']
+           'test_metrics', 'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion',
+           'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -268,21 +269,25 @@ def _build_loaders(model, c:TrainConfig, data_dir:Path, dc:dict, device):
     return suffix,fdls,info
 
 # %% ../nbs/03_train.ipynb #d11ad19b
-def _evaluate(learn:Learner, vocab:list, test_paths:list)->dict:
-    "Test-set metrics of the learner's current weights: accuracy, loss, macro-F1, per class, confusion matrix, predictions."
-    probs,targs = learn.get_preds(dl=learn.dls[2])
+def test_metrics(probs:torch.Tensor, # `[N, C]` predicted probabilities
+                 targs:torch.Tensor, # `[N]` true class indices
+                 vocab:list, # class names
+                 paths:list # image path of each row
+                )->dict: # test_acc, test_loss, macro_f1, per_class, confusion_matrix, test_predictions
+    "Accuracy, loss, macro-F1, per-class report, confusion matrix and per-image predictions (sklearn)."
     probs,targs = probs.float(),targs.long()
-    pred = probs.argmax(1)
-    rep = classification_report(targs, pred, labels=range(len(vocab)), target_names=vocab, output_dict=True, zero_division=0)
+    pred,labels = probs.argmax(1),list(range(len(vocab)))
+    rep = classification_report(targs, pred, labels=labels, target_names=vocab, output_dict=True, zero_division=0)
     return dict(test_acc=float((pred == targs).float().mean()),
                 test_loss=float(F.nll_loss(probs.clamp_min(1e-12).log(), targs)),
-                macro_f1=float(f1_score(targs, pred, average='macro', labels=range(len(vocab)), zero_division=0)),
-                per_class={b: {k: rep[b][k] for k in ('precision', 'recall', 'f1-score', 'support')} for b in vocab},
-                confusion_matrix=confusion_matrix(targs, pred, labels=range(len(vocab))).tolist(),
+                macro_f1=float(f1_score(targs, pred, average='macro', labels=labels, zero_division=0)),
+                per_class={b: dict(precision=rep[b]['precision'], recall=rep[b]['recall'], f1=rep[b]['f1-score'],
+                                   support=int(rep[b]['support'])) for b in vocab},
+                confusion_matrix=confusion_matrix(targs, pred, labels=labels).tolist(),
                 test_predictions=[dict(path=p, true=vocab[t], predicted=vocab[q], probabilities=[round(float(x), 6) for x in pr])
-                                  for p,t,q,pr in zip(test_paths, targs.tolist(), pred.tolist(), probs)])
+                                  for p,t,q,pr in zip(paths, targs.tolist(), pred.tolist(), probs)])
 
-# %% ../nbs/03_train.ipynb #157851d1
+# %% ../nbs/03_train.ipynb #6e01fd43
 def train_run(config:TrainConfig|dict, # the run's settings
               quiet:bool=False # no progress bars
              )->dict: # the metrics written to `results/metrics/{run}_results.json`
@@ -334,7 +339,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     model.load_state_dict(best['state_dict'])
     test_paths = df.path[df.split == 'test'].tolist()
     learn.remove_cbs(cbs)  # evaluation is not an epoch to record
-    with learn.no_bar(): ev = _evaluate(learn, vocab, test_paths)
+    with learn.no_bar(): ev = test_metrics(*learn.get_preds(dl=learn.dls[2]), vocab, test_paths)
     m = dict(model=c.model, strategy=c.strategy, seed=c.seed, config=asdict(c), key=key, versions=versions(), device=str(device),
              precision=str(dt).replace('torch.', '') if dt else 'float32', params_total=total, params_trainable=trainable,
              trainable_pct=round(100*trainable/total, 3), history=history, epochs_run=len(history),
@@ -348,6 +353,49 @@ def train_run(config:TrainConfig|dict, # the run's settings
     save_json(m, paths['metrics'])
     if not quiet: print(f"{run_name(c.model, c.strategy, c.seed)}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
                         f"{m['train_seconds']:.0f} s; wrote {paths['metrics']}")
+    return m
+
+# %% ../nbs/03_train.ipynb #bf4c34bc
+@torch.no_grad()
+def predict_probs(model:nn.Module, # a classifier
+                  dl # unshuffled loader of normalised `(image, label)` batches
+                 )->tuple[torch.Tensor, torch.Tensor]: # (probabilities `[N, C]`, labels `[N]`)
+    "Softmax probabilities of `model` in eval mode over `dl`, in full precision."
+    model.eval().to(dl.device)
+    out = [(model(xb.as_subclass(torch.Tensor)).float().softmax(1).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
+    return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
+
+def zero_shot_run(model:str='efficientnet_lite0', # timm model name
+                  weights:str='auto', # pretrained weights, as in `create_model` (must be ImageNet-1k)
+                  data_dir:str|None=None, # processed data; `None`: `$DOGFT_HOME/data/processed`
+                  out_dir:str|None=None, # root of results/; `None`: `$DOGFT_HOME`
+                  device:str='auto', # `auto`, `cpu`, `cuda`, `mps`
+                  quiet:bool=False # print nothing
+                 )->dict: # the metrics written to `results/metrics/{model}_zero-shot_s0_results.json`
+    "Evaluate the ImageNet head restricted to the data's breeds, untrained, like a finished run (reused when already done)."
+    c = TrainConfig(model=model, weights=weights, data_dir=data_dir, out_dir=out_dir, device=device, epochs=1, lr=0.)
+    data_dir,dev = _data_dir(c),_device(device)
+    df = read_split(data_dir)
+    vocab = sorted(df.breed.unique())
+    cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=str(data_dir))
+    key = {k: v for k,v in cfg.items() if k not in _NOT_IN_KEY} | dict(split_sha256=run_key(c, data_dir)['split_sha256'])
+    path = run_paths(dataclasses.replace(c, strategy='zero-shot', seed=0))['metrics']
+    if path.exists() and (old := json.loads(path.read_text())).get('key') == key: return old
+    net = imagenet_zero_shot(model, vocab, weights)
+    dc,(total,_) = model_data_config(net),count_params(net)
+    t0 = time.time()
+    val_probs,val_targs = predict_probs(net, get_test_dl(data_dir, dc, device=dev, split='val', verbose=False))
+    ev = test_metrics(*predict_probs(net, get_test_dl(data_dir, dc, device=dev, verbose=False)), vocab, df.path[df.split == 'test'].tolist())
+    m = dict(model=model, strategy='zero-shot', seed=0, config=cfg, key=key, versions=versions(), device=str(dev), precision='float32',
+             params_total=total, params_trainable=0, trainable_pct=0.0, history=[], epochs_run=0, best_epoch=0,
+             best_val_loss=float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_targs.long())),
+             best_val_acc=float((val_probs.argmax(1) == val_targs).float().mean()),
+             **{k: ev[k] for k in ('test_acc', 'test_loss', 'macro_f1')}, class_names=vocab, per_class=ev['per_class'],
+             confusion_matrix=ev['confusion_matrix'], n_images={s: int((df.split == s).sum()) for s in ('train', 'val', 'test')},
+             train_seconds=0.0, eval_seconds=round(time.time() - t0, 2),
+             training=dict(features='none', zero_shot=net.dogft_zero_shot), weights=weights_info(net), test_predictions=ev['test_predictions'])
+    save_json(m, path)
+    if not quiet: print(f"{model} zero-shot ImageNet head: test accuracy {m['test_acc']:.1%}, validation {m['best_val_acc']:.1%}; wrote {path}")
     return m
 
 # %% ../nbs/03_train.ipynb #c1945315
