@@ -96,3 +96,9 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path):
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith('dogft-train: error: Unknown strategy')
     out = subprocess.run(_train_cli(_cfg(tiny, tmp_path, model='resnet_51')), capture_output=True, text=True)
     assert out.returncode == 2 and 'resnet51' in out.stderr.splitlines()[-1]
+
+def test_notebook_parameters_are_the_config_fields():
+    "The train notebook's papermill parameters are exactly `TrainConfig`'s fields, and papermill can parse them."
+    import dataclasses
+    from dogft.run_all import notebook_params, train_notebook
+    assert set(notebook_params(train_notebook())) == {f.name for f in dataclasses.fields(TrainConfig)}
