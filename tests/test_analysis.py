@@ -167,3 +167,8 @@ def test_zero_shot_only(tmp_path):
     res = analyze(tmp_path)
     assert res['best'] == ('efficientnet_lite0', 'zero-shot') and res['tests'] == {}
     assert res['files']['training_curves'].stat().st_size > 0
+
+def test_run_all_followup(study):
+    "`dogft-run-all` calls `dogft_analyze(out_dir=...)` after a matrix: it returns normally."
+    from dogft.run_all import run_followups
+    assert run_followups(study, [('dogft.analysis', 'dogft_analyze')]) == {'dogft.analysis': 'done'}
