@@ -340,7 +340,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     test_paths = df.path[df.split == 'test'].tolist()
     learn.remove_cbs(cbs)  # evaluation is not an epoch to record
     with learn.no_bar(): ev = test_metrics(*learn.get_preds(dl=learn.dls[2]), vocab, test_paths)
-    m = dict(model=c.model, strategy=c.strategy, seed=c.seed, config=asdict(c), key=key, versions=versions(), device=str(device),
+    m = dict(model=c.model, strategy=c.strategy, seed=c.seed, config=asdict(c) | dict(data_dir=str(data_dir.resolve())), key=key, versions=versions(), device=str(device),
              precision=str(dt).replace('torch.', '') if dt else 'float32', params_total=total, params_trainable=trainable,
              trainable_pct=round(100*trainable/total, 3), history=history, epochs_run=len(history),
              best_epoch=best['epoch'], best_val_loss=best['val_loss'], best_val_acc=best['val_acc'],
@@ -377,7 +377,7 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     data_dir,dev = _data_dir(c),_device(device)
     df = read_split(data_dir)
     vocab = sorted(df.breed.unique())
-    cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=str(data_dir))
+    cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=str(data_dir.resolve()))
     key = {k: v for k,v in cfg.items() if k not in _NOT_IN_KEY} | dict(split_sha256=run_key(c, data_dir)['split_sha256'])
     path = run_paths(dataclasses.replace(c, strategy='zero-shot', seed=0))['metrics']
     if path.exists() and (old := json.loads(path.read_text())).get('key') == key: return old
