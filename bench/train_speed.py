@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""Training speed and test accuracy: the seed guide's plain-PyTorch loop against `dogft.train.train_run`.
+
+Both methods train `efficientnet_lite0` (dogft's bundled ImageNet weights, new 5-way head) on the same
+processed split, for each strategy (freeze, partial, full), one after the other in one process with the
+same `torch.set_num_threads`, so the ratios are measured under the same conditions.
+
+(a) seed-literal: torchvision `ImageFolder` over `data_dir/{train,val,test}/<breed>/`, every JPEG decoded
+    every epoch (`RandomResizedCrop(224)` + `RandomHorizontalFlip` for training, `Resize(256)` +
+    `CenterCrop(224)` for evaluation, `ToTensor`, ImageNet `Normalize`); `model.train()` every epoch (the
+    frozen backbone's BatchNorm uses batch statistics and its running statistics drift); `requires_grad=False`
+    on frozen parameters (freeze: classifier; partial: blocks.5, blocks.6, conv_head, bn2, classifier;
+    full: everything); Adam over the trainable parameters, CrossEntropyLoss, CosineAnnealingLR(T_max=epochs),
+    batch 32; validation every epoch, best-validation-loss weights saved and used for the test accuracy.
+(b) dogft: `train_run(TrainConfig(model, strategy, seed=42, data_dir, out_dir, resume=False))` with its
+    defaults (cached frozen-prefix features, light augmentation, early stopping, bf16 where supported).
+
+Timing. (a): the sum of its epochs (train + validation + saving the best weights). (b): its one-time work --
+building the uint8 image cache from the JPEGs (measured here, cold, before `train_run`) and the cached
+prefix features (`training.feature_seconds`) -- plus the sum of its epochs (`history[*].seconds`).
+Model creation and the final test evaluation are left out of both. Seconds per epoch are computed from
+the epochs each method actually ran, so dogft's early stopping does not flatter or penalise it; the
+freeze ratio compares both at the configured number of epochs (dogft's per-epoch time times the
+configured epochs plus its one-time work).
+
+Usage:
+    .venv/bin/python bench/train_speed.py --quick                 # 2 epochs each, smoke check
+    .venv/bin/python bench/train_speed.py --out bench/results/train_speed   # full benchmark
+"""
+from __future__ import annotations
+import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time, warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+import dogft
+from dogft.data import prepare_data, read_split
+from dogft.loaders import get_dls, get_test_dl
+from dogft.models import create_model, model_data_config
+from dogft.strategies import STRATEGY_DEFAULTS
+from dogft.train import TrainConfig, resolve_config, train_run
+
+MODEL = 'efficientnet_lite0'
+SEED = 42
+BATCH = 32
+SOURCE = Path('/work/shared/data/stanford-dogs')
+DEFAULT_DATA = Path('/tmp/bench/data/processed')
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+# what the seed guide trains, by module-name prefix (None: everything)
+SEED_TRAINABLE = dict(freeze=('classifier.',),
+                      partial=('blocks.5.', 'blocks.6.', 'conv_head.', 'bn2.', 'classifier.'),
+                      full=None)
+FREEZE_MIN, FREEZE_AIM, EPOCH_MAX, ACC_TOL = 10.0, 20.0, 0.7, 0.01
+
+
+# ----------------------------------------------------------------------------------------------------------
+# environment
+def machine_info(threads:int, workers:int)->dict:
+    "CPU model, cores, torch threads, library versions and git commit: what the timings depend on."
+    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
+                if l.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').exists() else platform.processor()
+    import fastai, timm, torchvision
+    try: commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent).stdout.strip()
+    except OSError: commit = None
+    return dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=threads, dataloader_workers_seed=workers,
+                torch=torch.__version__, torchvision=torchvision.__version__, timm=timm.__version__,
+                fastai=fastai.__version__, dogft=dogft.__version__, python=platform.python_version(),
+                platform=platform.platform(), git_commit=commit, load_avg_start=os.getloadavg())
+
+
+def ensure_split(data_dir:Path, source:Path=SOURCE)->Path:
+    "A writable processed split at `data_dir` (dogft writes its image cache there); made with `prepare_data` if missing."
+    if not (data_dir/'split.csv').exists():
+        print(f"preparing the default five-breed split from {source} in {data_dir}")
+        prepare_data(source, None, data_dir, quiet=True)
+    if not os.access(data_dir, os.W_OK): sys.exit(f"{data_dir} is not writable: dogft caches images there; pass another --data-dir")
+    df = read_split(data_dir)
+    for split in ('train', 'val', 'test'):  # ImageFolder must see exactly the split's files
+        on_disk = sorted(str(p.relative_to(data_dir)) for p in (data_dir/split).rglob('*') if p.is_file())
+        if on_disk != sorted(df.path[df.split == split]): sys.exit(f"{data_dir/split} does not match split.csv")
+    return data_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (a) the seed guide's loop
+def seed_loaders(data_dir:Path, workers:int)->dict[str, DataLoader]:
+    "ImageFolder loaders that decode the JPEGs every epoch, with the seed guide's transforms."
+    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), norm])
+    eval_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm])
+    g = torch.Generator().manual_seed(SEED)
+    return {s: DataLoader(datasets.ImageFolder(data_dir/s, train_tf if s == 'train' else eval_tf), batch_size=BATCH,
+                          shuffle=s == 'train', num_workers=workers, generator=g if s == 'train' else None)
+            for s in ('train', 'val', 'test')}
+
+
+def seed_freeze(model:nn.Module, strategy:str)->list[nn.Parameter]:
+    "Freeze like the seed guide: `requires_grad` only for the strategy's modules (BatchNorm included), nothing else."
+    keep = SEED_TRAINABLE[strategy]
+    for n, p in model.named_parameters(): p.requires_grad_(keep is None or n.startswith(keep))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@torch.no_grad()
+def evaluate(model:nn.Module, dl:DataLoader, loss_fn)->tuple[float, float]:
+    "Mean loss and accuracy of `model` (eval mode) on `dl`."
+    model.eval()
+    loss = correct = n = 0
+    for x, y in dl:
+        out = model(x)
+        loss += loss_fn(out, y).item()*len(y); correct += (out.argmax(1) == y).sum().item(); n += len(y)
+    return loss/n, correct/n
+
+
+def train_epoch(model:nn.Module, dl:DataLoader, loss_fn, opt)->tuple[float, float]:
+    "One seed-guide training epoch: `model.train()` (all BatchNorm layers in training mode), forward through the whole network."
+    model.train()
+    loss = correct = n = 0
+    for x, y in dl:
+        opt.zero_grad()
+        out = model(x)
+        l = loss_fn(out, y)
+        l.backward(); opt.step()
+        loss += l.item()*len(y); correct += (out.argmax(1) == y).sum().item(); n += len(y)
+    return loss/n, correct/n
+
+
+def run_seed(strategy:str, data_dir:Path, epochs:int, workers:int, out_dir:Path)->dict:
+    "Train and test with the seed guide's loop; epoch times include validation and saving the best weights."
+    torch.manual_seed(SEED)
+    lr = float(STRATEGY_DEFAULTS.loc[strategy, 'lr'])
+    dls = seed_loaders(data_dir, workers)
+    model = create_model(MODEL, len(dls['train'].dataset.classes), weights='auto')
+    params = seed_freeze(model, strategy)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    best, best_path, history = float('inf'), out_dir/f'seed_{strategy}_best.pth', []
+    for ep in range(1, epochs + 1):
+        t0 = time.time()
+        tl, ta = train_epoch(model, dls['train'], loss_fn, opt)
+        vl, va = evaluate(model, dls['val'], loss_fn)
+        sched.step()
+        if vl < best: best, best_ep = vl, ep; torch.save(model.state_dict(), best_path)
+        history.append(dict(epoch=ep, train_loss=tl, train_acc=ta, val_loss=vl, val_acc=va, seconds=time.time() - t0))
+        print(f"  seed {strategy} epoch {ep}/{epochs}: train {tl:.3f}/{ta:.3f} val {vl:.3f}/{va:.3f} {history[-1]['seconds']:.1f}s", flush=True)
+    model.load_state_dict(torch.load(best_path, weights_only=True))
+    test_loss, test_acc = evaluate(model, dls['test'], loss_fn)
+    epoch_s = sum(h['seconds'] for h in history)
+    return dict(method='seed-literal', strategy=strategy, epochs_planned=epochs, epochs_run=len(history),
+                best_epoch=best_ep, one_time_s=0.0, image_cache_s=0.0, feature_s=0.0, epoch_s=epoch_s,
+                s_per_epoch=epoch_s/len(history), total_s=epoch_s, test_acc=test_acc, test_loss=test_loss,
+                params_trainable=sum(p.numel() for p in params), precision='float32',
+                notes=f'ImageFolder+PIL per epoch, num_workers={workers}', history=history)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (b) dogft
+def build_image_cache(data_dir:Path, config:TrainConfig)->float:
+    "Delete dogft's image cache and rebuild it (cold) the way `train_run` would; the seconds it took."
+    shutil.rmtree(data_dir/'cache', ignore_errors=True)
+    c = resolve_config(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dc = model_data_config(create_model(MODEL, 5, weights='none'))
+    t0 = time.time()
+    get_dls(data_dir, dc, augment=c.augment, bs=c.batch_size, seed=c.seed, device='cpu', verbose=False)
+    if c.cache_features: get_test_dl(data_dir, dc, device='cpu', split='train', verbose=False)
+    return time.time() - t0
+
+
+def run_dogft(strategy:str, data_dir:Path, epochs:int|None, out_dir:Path)->dict:
+    "Train and test with `dogft.train.train_run` and its defaults; one-time work separated from epochs."
+    config = TrainConfig(model=MODEL, strategy=strategy, seed=SEED, epochs=epochs, data_dir=str(data_dir),
+                         out_dir=str(out_dir/'dogft'), resume=False)
+    cache_s = build_image_cache(data_dir, config)
+    t0 = time.time()
+    m = train_run(config, quiet=True)
+    wall = time.time() - t0
+    hist = m['history']
+    epoch_s = sum(h['seconds'] for h in hist)
+    feat_s = float(m['training'].get('feature_seconds', 0.0))
+    for h in hist: print(f"  dogft {strategy} epoch {int(h['epoch'])}: val {h['val_loss']:.3f}/{h['val_acc']:.3f} {h['seconds']:.1f}s")
+    return dict(method='dogft', strategy=strategy, epochs_planned=m['config']['epochs'], epochs_run=m['epochs_run'],
+                best_epoch=m['best_epoch'], one_time_s=cache_s + feat_s, image_cache_s=cache_s, feature_s=feat_s,
+                epoch_s=epoch_s, s_per_epoch=epoch_s/len(hist), total_s=cache_s + feat_s + epoch_s,
+                test_acc=m['test_acc'], test_loss=m['test_loss'], params_trainable=m['params_trainable'],
+                precision=m['precision'], train_run_wall_s=wall, dogft_train_seconds=m['train_seconds'],
+                notes=f"features={m['training']['features']}" + (f", views={m['training']['views']}" if 'views' in m['training'] else '')
+                      + f", augment={m['config']['augment']}, patience={m['config']['patience']}",
+                history=hist)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# comparison and report
+def compare(strategy:str, a:dict, b:dict)->dict:
+    "The strategy's target: freeze total-time ratio (a)/(b) at the same epochs; partial/full seconds-per-epoch (b)/(a)."
+    acc_diff = b['test_acc'] - a['test_acc']
+    if strategy == 'freeze':
+        e = a['epochs_run']  # the seed loop never stops early: compare both at its epochs
+        b_same = b['one_time_s'] + b['s_per_epoch']*e
+        ratio = a['s_per_epoch']*e/b_same
+        met = ratio >= FREEZE_MIN and acc_diff >= -1e-9
+        return dict(strategy=strategy, metric=f'total time (a)/(b) at {e} epochs', ratio=ratio,
+                    raw_total_ratio=a['total_s']/b['total_s'], dogft_total_at_same_epochs_s=b_same,
+                    target=f'>= {FREEZE_MIN:g}x (aim {FREEZE_AIM:g}x), test acc (b) >= (a)', acc_diff=acc_diff,
+                    met=met, aim_met=met and ratio >= FREEZE_AIM)
+    ratio = b['s_per_epoch']/a['s_per_epoch']
+    amortised = (b['one_time_s'] + b['epoch_s'])/b['epochs_run']/a['s_per_epoch']
+    return dict(strategy=strategy, metric='seconds per epoch (b)/(a)', ratio=ratio, incl_one_time_ratio=amortised,
+                target=f'<= {EPOCH_MAX:g}, test acc (b) >= (a) - 1 pt', acc_diff=acc_diff,
+                met=ratio <= EPOCH_MAX and acc_diff >= -ACC_TOL - 1e-9)
+
+
+def markdown(rows:list[dict], comps:list[dict], info:dict, command:str)->str:
+    "The results as a markdown report: header with command and machine, one table of runs, one of targets."
+    out = ['# Training speed: seed-literal PyTorch loop (a) vs dogft `train_run` (b)', '',
+           f'Command: `{command}`', '',
+           f"Machine: {info['cpu']}, {info['cpu_count']} CPUs, torch threads {info['torch_threads']} (both methods), "
+           f"seed loop DataLoader num_workers={info['dataloader_workers_seed']}; torch {info['torch']}, torchvision "
+           f"{info['torchvision']}, timm {info['timm']}, fastai {info['fastai']}, dogft {info['dogft']} (git {info['git_commit']}); "
+           f"load average at start {tuple(round(x, 2) for x in info['load_avg_start'])}, at end "
+           f"{tuple(round(x, 2) for x in info['load_avg_end'])}. Data: {info['data_dir']} ({info['n_images']}). "
+           f"Shared CPU: timings are noisy, ratios are measured in one run.", '',
+           '| strategy | method | epochs run / planned | best epoch | s/epoch | one-time s (image cache + features) | total s | test acc | precision | notes |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        ot = f"{r['one_time_s']:.1f} ({r['image_cache_s']:.1f} + {r['feature_s']:.1f})" if r['method'] == 'dogft' else '0'
+        out.append(f"| {r['strategy']} | {r['method']} | {r['epochs_run']} / {r['epochs_planned']} | {r['best_epoch']} | "
+                   f"{r['s_per_epoch']:.2f} | {ot} | {r['total_s']:.1f} | {r['test_acc']:.1%} | {r['precision']} | {r['notes']} |")
+    out += ['', '| strategy | measure | ratio | other | test acc (b) − (a) | target | met |', '|---|---|---|---|---|---|---|']
+    for c in comps:
+        other = (f"raw totals {c['raw_total_ratio']:.1f}x" if c['strategy'] == 'freeze'
+                 else f"incl. one-time {c['incl_one_time_ratio']:.2f}")
+        met = ('met' + (' (aim met)' if c.get('aim_met') else ' (aim not met)' if 'aim_met' in c else '')) if c['met'] else 'NOT met'
+        out.append(f"| {c['strategy']} | {c['metric']} | {c['ratio']:.2f} | {other} | {100*c['acc_diff']:+.1f} pt | {c['target']} | {met} |")
+    out += ['', 'Per-epoch seconds come from the epochs each method ran (dogft stops early after `patience` epochs '
+            'without a lower validation loss). dogft one-time work: the uint8 image cache built cold from the JPEGs '
+            '(measured here) plus its cached frozen-prefix features (`training.feature_seconds`); both are in its total. '
+            'Test accuracy is on 121 images: one image is 0.83 points.', '']
+    return '\n'.join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--strategies', default='freeze,partial,full', help='comma-separated strategies')
+    p.add_argument('--epochs', type=int, default=None, help="epochs for both methods (default: each strategy's)")
+    p.add_argument('--quick', action='store_true', help='2 epochs each: a smoke check')
+    p.add_argument('--data-dir', type=Path, default=DEFAULT_DATA, help='writable processed split (made if missing)')
+    p.add_argument('--out', type=Path, default=None, help='write OUT.md and OUT.json (e.g. bench/results/train_speed)')
+    p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads for both methods')
+    p.add_argument('--workers', type=int, default=2, help="seed loop's DataLoader num_workers")
+    p.add_argument('--work-dir', type=Path, default=None, help='checkpoints and dogft outputs (default: a temporary folder)')
+    args = p.parse_args(argv)
+    epochs = 2 if args.quick and args.epochs is None else args.epochs
+    strategies = [s.strip() for s in args.strategies.split(',') if s.strip()]
+    torch.set_num_threads(args.threads)
+    info = machine_info(args.threads, args.workers)
+    data_dir = ensure_split(args.data_dir.resolve())
+    df = read_split(data_dir)
+    info.update(data_dir=str(data_dir), n_images='/'.join(str((df.split == s).sum()) for s in ('train', 'val', 'test')))
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix='train_speed-', dir='/tmp'))
+    work.mkdir(parents=True, exist_ok=True)
+    rows, comps = [], []
+    for s in strategies:
+        e = epochs or int(STRATEGY_DEFAULTS.loc[s, 'epochs'])
+        print(f"== {s}: seed-literal loop, {e} epochs", flush=True)
+        torch.set_num_threads(args.threads)
+        a = run_seed(s, data_dir, e, args.workers, work)
+        print(f"== {s}: dogft train_run", flush=True)
+        torch.set_num_threads(args.threads)
+        b = run_dogft(s, data_dir, epochs, work)
+        if torch.get_num_threads() != args.threads: print(f"warning: torch threads changed to {torch.get_num_threads()}")
+        rows += [a, b]; comps.append(compare(s, a, b))
+        print(f"== {s}: seed {a['s_per_epoch']:.2f} s/epoch, {a['total_s']:.0f} s, acc {a['test_acc']:.3f} | dogft "
+              f"{b['s_per_epoch']:.2f} s/epoch + {b['one_time_s']:.1f} s one-time, {b['total_s']:.0f} s, acc {b['test_acc']:.3f} | "
+              f"ratio {comps[-1]['ratio']:.2f} ({'met' if comps[-1]['met'] else 'NOT met'})", flush=True)
+    info['load_avg_end'] = os.getloadavg()
+    command = ' '.join(['.venv/bin/python', 'bench/train_speed.py', *(argv if argv is not None else sys.argv[1:])])
+    md = markdown(rows, comps, info, command)
+    print(md)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix('.md').write_text(md)
+        args.out.with_suffix('.json').write_text(json.dumps(dict(command=command, machine=info, runs=rows, comparisons=comps),
+                                                            indent=1, default=str))
+        print(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.json')}")
+    if args.work_dir is None: shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
