@@ -316,7 +316,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
                          start_epoch=ck['epoch'] if ck else 0, history=ck['history'] if ck else [],
                          best=ck['best'] if ck else float('inf'), wait=ck['wait'] if ck else 0),
            ResumableEarlyStopping(c.patience, best=ck['best'] if ck else float('inf'), wait=ck['wait'] if ck else 0)]
-    if (dt := autocast_dtype(device, c.precision)) is not None and how['features'] == 'none': cbs.append(Autocast(device.type, dt))
+    if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
     if c.tensorboard:
         from fastai.callback.tensorboard import TensorBoardCallback
         cbs.append(TensorBoardCallback(paths['tensorboard'], trace_model=False))
