@@ -63,13 +63,14 @@ def machine_info(threads:int, workers:int)->dict:
     cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
                 if l.startswith('model name')), platform.processor()) if Path('/proc/cpuinfo').exists() else platform.processor()
     import fastai, timm, torchvision
-    try: commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip()
-    except OSError: commit = None
+    git = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    try: commit, dirty = git('rev-parse', '--short', 'HEAD'), git('status', '--porcelain', '--', ':/dogft').splitlines()
+    except OSError: commit, dirty = None, []
     return dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=threads, dataloader_workers_seed=workers,
                 torch=torch.__version__, torchvision=torchvision.__version__, timm=timm.__version__,
                 fastai=fastai.__version__, dogft=dogft.__version__, python=platform.python_version(),
-                platform=platform.platform(), git_commit=commit, load_avg_start=os.getloadavg())
+                platform=platform.platform(), git_commit=commit, dogft_uncommitted=[l[3:] for l in dirty],
+                load_avg_start=os.getloadavg())
 
 
 def ensure_split(data_dir:Path, source:Path=SOURCE)->Path:
@@ -223,7 +224,8 @@ def markdown(rows:list[dict], comps:list[dict], info:dict, command:str)->str:
            f'Command: `{command}`', '',
            f"Machine: {info['cpu']}, {info['cpu_count']} CPUs, torch threads {info['torch_threads']} (both methods), "
            f"seed loop DataLoader num_workers={info['dataloader_workers_seed']}; torch {info['torch']}, torchvision "
-           f"{info['torchvision']}, timm {info['timm']}, fastai {info['fastai']}, dogft {info['dogft']} (git {info['git_commit']}); "
+           f"{info['torchvision']}, timm {info['timm']}, fastai {info['fastai']}, dogft {info['dogft']} (git {info['git_commit']}"
+           + (f", uncommitted changes in {', '.join(info['dogft_uncommitted'])}" if info['dogft_uncommitted'] else '') + "); "
            f"load average at start {tuple(round(x, 2) for x in info['load_avg_start'])}, at end "
            f"{tuple(round(x, 2) for x in info['load_avg_end'])}. Data: {info['data_dir']} ({info['n_images']}). "
            f"Shared CPU: timings are noisy, ratios are measured in one run.", '',
@@ -244,6 +246,20 @@ def markdown(rows:list[dict], comps:list[dict], info:dict, command:str)->str:
             '(measured here) plus its cached frozen-prefix features (`training.feature_seconds`); both are in its total. '
             'Test accuracy is on 121 images: one image is 0.83 points.', '']
     return '\n'.join(out)
+
+
+def write_report(rows:list[dict], comps:list[dict], info:dict, argv, out:Path|None, final:bool=True):
+    "Print the report; write `out`.md/.json (after every strategy, so a long run keeps what it has measured)."
+    info['load_avg_end'] = os.getloadavg()
+    command = ' '.join(['.venv/bin/python', 'bench/train_speed.py', *(argv if argv is not None else sys.argv[1:])])
+    md = markdown(rows, comps, info, command) + ('' if final else '\n(partial results: the run is still going)\n')
+    if final: print(md)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix('.md').write_text(md)
+        out.with_suffix('.json').write_text(json.dumps(dict(command=command, machine=info, runs=rows, comparisons=comps,
+                                                            complete=final), indent=1, default=str))
+        print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", flush=True)
 
 
 def main(argv=None):
@@ -280,16 +296,7 @@ def main(argv=None):
         print(f"== {s}: seed {a['s_per_epoch']:.2f} s/epoch, {a['total_s']:.0f} s, acc {a['test_acc']:.3f} | dogft "
               f"{b['s_per_epoch']:.2f} s/epoch + {b['one_time_s']:.1f} s one-time, {b['total_s']:.0f} s, acc {b['test_acc']:.3f} | "
               f"ratio {comps[-1]['ratio']:.2f} ({'met' if comps[-1]['met'] else 'NOT met'})", flush=True)
-    info['load_avg_end'] = os.getloadavg()
-    command = ' '.join(['.venv/bin/python', 'bench/train_speed.py', *(argv if argv is not None else sys.argv[1:])])
-    md = markdown(rows, comps, info, command)
-    print(md)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix('.md').write_text(md)
-        args.out.with_suffix('.json').write_text(json.dumps(dict(command=command, machine=info, runs=rows, comparisons=comps),
-                                                            indent=1, default=str))
-        print(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.json')}")
+        write_report(rows, comps, info, argv, args.out, final=s == strategies[-1])
     if args.work_dir is None: shutil.rmtree(work, ignore_errors=True)
 
 
