@@ -15,11 +15,11 @@ from scipy import stats
 from sklearn.metrics import classification_report, f1_score
 from fastcore.script import call_parse, is_cli
 
-from .data import DogftError, dogft_home, make_image
+from .data import DogftError, atomic_write, dogft_home, make_image
 
 # %% auto #0
-__all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'atomic_write', 'write_text', 'save_fig', 'check_metrics',
-           'make_metrics', 'run_label', 'load_runs', 'strategy_rank', 'wilson_interval', 't_interval', 'mcnemar_exact',
+__all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'write_text', 'save_fig', 'check_metrics', 'make_metrics',
+           'run_label', 'load_runs', 'strategy_rank', 'wilson_interval', 't_interval', 'mcnemar_exact',
            'paired_correct', 'seed_pairs', 'overfitting', 'group_runs', 'pretrained', 'n_correct', 'best_config',
            'best_run', 'compare_configs', 'comparison_verdict', 'summarize_config', 'comparison_table', 'format_table',
            'markdown_table', 'describe', 'confused_pairs', 'summed_confusion', 'classification_reports', 'plot_curves',
@@ -27,18 +27,6 @@ __all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'atomic_wri
            'analyze', 'dogft_analyze']
 
 # %% ../nbs/04_analysis.ipynb #a9496c09
-def atomic_write(path:Path, # final location
-                 write # `write(tmp_path)` writes the content
-                )->Path: # `path`
-    "Write `path` through a temporary file in the same folder and `os.replace` it into place."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd,tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try: write(Path(tmp)); os.replace(tmp, path)
-    except BaseException: Path(tmp).unlink(missing_ok=True); raise
-    return path
-
 def write_text(path:Path, text:str)->Path:
     "Write `text` to `path` atomically."
     return atomic_write(path, lambda p: p.write_text(text))

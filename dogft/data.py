@@ -9,7 +9,7 @@ __all__ = ['ALL_BREEDS', 'DEFAULT_BREEDS', 'MIN_SIZE', 'STANFORD_URL', 'NO_SOURC
            'DogftError', 'UnknownBreedError', 'Breed', 'breed_name', 'load_breeds', 'resolve_breeds', 'dogft_home',
            'default_data_dir', 'shared_stanford_dogs', 'check_image', 'encode_jpeg', 'make_image', 'breed_folders',
            'iter_folder', 'iter_tar', 'check_online', 'download', 'split_sizes', 'assign_splits', 'count_table',
-           'prepare_data', 'read_split', 'make_fake_stanford', 'ensure_data', 'dogft_data']
+           'prepare_data', 'read_split', 'make_fake_stanford', 'atomic_write', 'save_json', 'ensure_data', 'dogft_data']
 
 # %% ../nbs/00_data.ipynb #a422226f
 import os, re, io, csv, json, sys, time, socket, shutil, hashlib, tarfile, zlib, difflib, tempfile
@@ -530,6 +530,31 @@ def make_fake_stanford(root:Path, # folder to create
         d.mkdir(parents=True, exist_ok=True)
         for j in range(n): (d/f'{b.synset}_{j}.jpg').write_bytes(make_image(size, seed=seed*100_000 + i*1000 + j))
     return root
+
+# %% ../nbs/00_data.ipynb #cbfe2a23
+def atomic_write(path:Path, # final location
+                 write # `write(tmp_path)` writes the content
+                )->Path: # `path`
+    "Write `path` through a temporary file in the same folder and rename it into place."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd,tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    try: write(Path(tmp)); os.replace(tmp, path)
+    except BaseException: Path(tmp).unlink(missing_ok=True); raise
+    return path
+
+def _json_default(o):
+    "JSON for paths and for numpy or torch scalars and arrays."
+    if isinstance(o, Path): return str(o)
+    if hasattr(o, 'tolist'): return o.tolist()
+    raise TypeError(f'not JSON serialisable: {type(o).__name__}')
+
+def save_json(obj, # JSON-able, numpy and torch values included
+              path:Path # final location
+             )->Path:
+    "Write `obj` as indented JSON, atomically."
+    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=_json_default)))
 
 # %% ../nbs/00_data.ipynb #97bc64a7
 def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/processed`

@@ -29,14 +29,13 @@ from fastcore.script import call_parse, is_cli, store_true
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 # %% auto #0
-__all__ = ['TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 'atomic_write', 'save_json', 'save_torch',
-           'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'finished_metrics', 'versions',
-           'test_metrics', 'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion',
-           'dogft_train']
+__all__ = ['TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 'save_torch', 'RunCheckpoint',
+           'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'finished_metrics', 'versions', 'test_metrics',
+           'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
-from .data import DogftError, dogft_home, ensure_data, read_split, resolve_breeds
+from .data import DogftError, atomic_write, dogft_home, ensure_data, read_split, resolve_breeds, save_json
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl
 from .models import create_model, imagenet_zero_shot, model_data_config, weights_info, count_params
 from .strategies import apply_strategy, check_strategy, strategy_defaults, group_lrs, BN_POLICIES
@@ -115,34 +114,11 @@ def run_key(config:TrainConfig, # a resolved config
 def _key_diff(old:dict, new:dict)->str:
     return ', '.join(f'{k} {old.get(k)!r} → {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
-# %% ../nbs/03_train.ipynb #b9abb4ae
-def atomic_write(path:Path, # final location
-                 write # `write(tmp_path)` writes the content
-                )->Path:
-    "Write `path` through a temporary file in the same folder and rename it into place."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd,tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try: write(Path(tmp)); os.replace(tmp, path)
-    except BaseException: Path(tmp).unlink(missing_ok=True); raise
-    return path
-
-def save_json(obj, path:Path)->Path:
-    "Write `obj` as indented JSON, atomically."
-    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=_json_default)))
-
-def _json_default(o):
-    if isinstance(o, (np.integer, np.floating)): return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)): return o.tolist()
-    if isinstance(o, Path): return str(o)
-    raise TypeError(f'not JSON serialisable: {type(o).__name__}')
-
+# %% ../nbs/03_train.ipynb #cf3d3b3d
 def save_torch(obj, path:Path)->Path:
-    "`torch.save` `obj` to `path`, atomically."
+    "`torch.save` `obj` to `path`, atomically (`dogft.data.atomic_write`)."
     return atomic_write(path, lambda p: torch.save(obj, p))
 
-# %% ../nbs/03_train.ipynb #cf3d3b3d
 def _rng_state()->dict:
     return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
