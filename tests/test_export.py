@@ -27,12 +27,12 @@ def tiny(tmp_path_factory):
     name = ex.make_fake_run(root, data, MODEL, 'freeze', 0)
     return root, data, name
 
-@pytest.fixture
-def exported(tiny, tmp_path):
-    "A fresh copy of the tiny root after `dogft-export`."
+@pytest.fixture(scope='module')
+def exported(tiny, tmp_path_factory):
+    "A copy of the tiny root after `dogft-export` (tests only read it)."
     import shutil
     root, data, name = tiny
-    dst = tmp_path/'root'
+    dst = tmp_path_factory.mktemp('exported')/'root'
     shutil.copytree(root, dst, symlinks=True)
     r = run(BIN/'dogft-export', '--out-dir', dst, '--repeats', '1')
     assert r.returncode == 0, r.stdout + r.stderr
@@ -90,8 +90,7 @@ def test_cli_gate_failure_exits_1(tiny, tmp_path):
 def test_cli_errors_exit_2(tmp_path):
     r = run(BIN/'dogft-export', '--out-dir', tmp_path)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('dogft-export: error: no finished run'), r.stderr
-    r = run(BIN/'dogft-export', '--out-dir', tmp_path, '--quantize', 'int4')
-    assert r.returncode == 2 and 'int8' in r.stderr.strip().splitlines()[-1]
+    with pytest.raises(DogftError, match='int8'): ex.dogft_export(out_dir=str(tmp_path), quantize='int4')
     with pytest.raises(DogftError, match='dogft-train'): ex.dogft_export(out_dir=str(tmp_path))
 
 def test_int8_failing_gate_keeps_fp32(tiny, tmp_path):
@@ -172,7 +171,7 @@ def test_real_lite0_export_int8_and_predict(tmp_path):
     names = sorted(df.breed.unique())
     net = imagenet_zero_shot('efficientnet_lite0', names)
     ex.make_fake_run(tmp_path, data, 'efficientnet_lite0', 'zeroshot', 0, img_size=224, val_acc=0.9, net=net)
-    rep = ex.dogft_export(out_dir=str(tmp_path), quantize='int8', repeats=2)
+    rep = ex.export_model(out_dir=tmp_path, quantize='int8', repeats=1, calib_images=64)
     assert rep['status'] == 'passed' and rep['n_test'] == 121 == int((df.split == 'test').sum())
     assert rep['fp32']['max_abs_logit_diff'] <= 1e-4 and rep['fp32']['top1_agreement'] == 1.0
     assert rep['int8']['acc_drop_points'] <= 1.0 and rep['pytorch']['test_acc'] > 0.85
