@@ -1,0 +1,123 @@
+"""Inference benchmark: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8, in one run, on this CPU.
+
+Latency (median of interleaved runs) at batch 1 and 32, throughput, size and test accuracy of the exported model
+(`models/best_model_{model}.onnx` and `.int8.onnx` from `dogft-export --quantize int8`) and of the checkpoint it came from,
+with the same thread count for PyTorch (`torch.set_num_threads`) and ONNX Runtime (intra-op threads). Targets, as ratios
+measured in the same run: ORT fp32 batch-1 latency <= 0.7x PyTorch eager; int8 <= 0.6x fp32 latency, <= 30% of the fp32
+size, test accuracy within 1 point.
+
+    python bench/inference.py                       # $DOGFT_HOME (or .) models/ and results/
+    python bench/inference.py --out-dir /tmp/real --threads 1,2 --repeats 50
+
+Writes the table, the command and the machine to bench/results/inference.md (`--no-write` to only print).
+"""
+import argparse, io, os, sys, time, shlex
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dogft.data import DogftError, dogft_home
+from dogft.predict import Classifier, PredictError, default_model
+from dogft.models import file_sha256
+from dogft import export as ex
+
+TARGETS = dict(fp32_vs_torch=0.7, int8_vs_fp32=0.6, int8_size=0.30, int8_acc_points=1.0)
+
+def timings(fns:dict, x:np.ndarray, repeats:int, warmup:int=2)->dict:
+    "All timed runs (ms) per engine; engines take turns so machine load hits them alike."
+    for f in fns.values():
+        for _ in range(warmup): f(x)
+    ts = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k,f in fns.items():
+            t0 = time.perf_counter(); f(x); ts[k].append(1000*(time.perf_counter() - t0))
+    return ts
+
+def torch_size(model)->int:
+    "Bytes of the model's state dict saved with `torch.save` (what a PyTorch deployment ships)."
+    buf = io.BytesIO(); torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out-dir', default=None, help='root of models/ and results/ (default: $DOGFT_HOME, else .)')
+    p.add_argument('--model', default=None, help='fp32 .onnx (default: the newest models/best_model_*.onnx); its .int8.onnx sits beside it')
+    p.add_argument('--threads', default='1', help='comma-separated thread counts, each used for PyTorch and ONNX Runtime alike (default: 1)')
+    p.add_argument('--repeats', type=int, default=50, help='timed runs per engine at batch 1 (default: 50)')
+    p.add_argument('--repeats-32', type=int, default=5, help='timed runs per engine at batch 32 (default: 5)')
+    p.add_argument('--write', default=str(Path(__file__).parent/'results'/'inference.md'), help='markdown output file')
+    p.add_argument('--no-write', action='store_true', help='only print')
+    a = p.parse_args(argv)
+    root = Path(a.out_dir) if a.out_dir else dogft_home()
+    fp32 = Path(a.model) if a.model else default_model(root/'models')
+    int8 = fp32.with_name(fp32.name.removesuffix('.onnx') + '.int8.onnx')
+    if not int8.exists(): raise DogftError(f"{int8} does not exist: run dogft-export --quantize int8")
+    meta = Classifier(fp32).meta
+    run = ex.pick_run(root, meta['run'])
+    model,ck = ex.load_run_model(run['checkpoint'])
+    if meta.get('checkpoint_sha256') and meta['checkpoint_sha256'] != file_sha256(run["checkpoint"]):
+        print(f"warning: {run['checkpoint']} changed since {fp32.name} was exported", file=sys.stderr)
+    dc = ex.export_data_config(ck['data_config'])
+    x,y = ex.eval_images(ex.run_data_dir(root, run), dc, ck['class_names'])
+    load0 = os.getloadavg()
+    t_start = time.time()
+    sizes = dict(pytorch=torch_size(model), onnx_fp32=fp32.stat().st_size, onnx_int8=int8.stat().st_size)
+    rows,acc = [],{}
+    for nt in [int(t) for t in a.threads.split(',')]:
+        with ex.torch_threads(nt):
+            fns = ex.engines(model, onnx_fp32=fp32, onnx_int8=int8)
+            if not acc: acc = {k: float((ex.logits_of(f, x, dc).argmax(1) == y).mean()) for k,f in fns.items()}
+            xb = lambda n: ex.normalize(np.resize(x, (n, *x.shape[1:])), dc)
+            t1,t32 = timings(fns, xb(1), a.repeats),timings(fns, xb(32), a.repeats_32, warmup=1)
+        for k in fns:
+            rows.append(dict(engine=k, threads=nt, b1=float(np.median(t1[k])), b1_min=float(np.min(t1[k])), b32=float(np.median(t32[k])),
+                             tput=32000/float(np.median(t32[k])), mb=sizes[k]/2**20, acc=acc[k]))
+    load1 = os.getloadavg()
+    names = dict(pytorch='PyTorch eager (fp32)', onnx_fp32='ONNX Runtime fp32', onnx_int8='ONNX Runtime int8 (QDQ)')
+    L = ['| engine | threads | latency b=1, median (min) ms | latency b=32, median ms | throughput b=32, img/s | size MB | test acc |',
+         '|---|---:|---:|---:|---:|---:|---:|']
+    for r in rows:
+        L.append(f"| {names[r['engine']]} | {r['threads']} | {r['b1']:.2f} ({r['b1_min']:.2f}) | {r['b32']:.1f} | {r['tput']:.1f} | "
+                 f"{r['mb']:.2f} | {r['acc']:.2%} |")
+    T = ['| target | threads | measured | limit | met |', '|---|---:|---:|---:|:---:|']
+    ok = True
+    for nt in sorted({r['threads'] for r in rows}):
+        R = {r['engine']: r for r in rows if r['threads'] == nt}
+        checks = [('ORT fp32 / PyTorch eager, batch-1 latency', R['onnx_fp32']['b1']/R['pytorch']['b1'], TARGETS['fp32_vs_torch'], '≤'),
+                  ('int8 / fp32 ORT, batch-1 latency', R['onnx_int8']['b1']/R['onnx_fp32']['b1'], TARGETS['int8_vs_fp32'], '≤'),
+                  ('int8 / fp32 ORT, batch-32 latency (info)', R['onnx_int8']['b32']/R['onnx_fp32']['b32'], TARGETS['int8_vs_fp32'], '≤'),
+                  ('int8 / fp32 ORT, batch-1 min latency (info)', R['onnx_int8']['b1_min']/R['onnx_fp32']['b1_min'], TARGETS['int8_vs_fp32'], '≤')]
+        for name,v,lim,op in checks:
+            met = v <= lim
+            if '(info)' not in name: ok &= met
+            T.append(f"| {name} | {nt} | {v:.2f}× | {op} {lim}× | {'yes' if met else 'NO'} |")
+    size_ratio,drop = sizes['onnx_int8']/sizes['onnx_fp32'],100*(acc['pytorch'] - acc['onnx_int8'])
+    T.append(f"| int8 / fp32 file size | – | {size_ratio:.1%} | ≤ {TARGETS['int8_size']:.0%} | {'yes' if size_ratio <= TARGETS['int8_size'] else 'NO'} |")
+    T.append(f"| int8 accuracy drop vs PyTorch | – | {drop:.2f} points | ≤ {TARGETS['int8_acc_points']} | {'yes' if drop <= TARGETS['int8_acc_points'] else 'NO'} |")
+    ok &= size_ratio <= TARGETS['int8_size'] and drop <= TARGETS['int8_acc_points']
+    m = ex.machine()
+    cmd = ' '.join(['python bench/inference.py', *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    md = '\n'.join([f"# Inference benchmark: {meta['run']}", '',
+        f"`{cmd}` — {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {time.time() - t_start:.0f} s", '',
+        f"- model: `{fp32.name}` / `{int8.name}` (opset {meta.get('opset')}), checkpoint `{Path(run['checkpoint']).name}`, "
+        f"{len(y)} test images at {dc['input_size'][1]}×{dc['input_size'][2]}",
+        f"- machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['platform']}; load average {load0[0]:.1f} before, {load1[0]:.1f} after",
+        f"- software: Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, onnx {m['onnx']}",
+        f"- threads: `torch.set_num_threads(n)` and ONNX Runtime `intra_op_num_threads=n` (inter-op 1) for each n in the table; "
+        f"PyTorch in `inference_mode`, ONNX Runtime with all graph optimisations, CPU provider",
+        f"- latency: median of {a.repeats} (batch 1) and {a.repeats_32} (batch 32) timed runs per engine, the engines taking turns; "
+        f"throughput = 32 / batch-32 latency; accuracy on the whole test split", '',
+        *L, '', f"Targets (ratios measured in this run): {'all met' if ok else 'NOT all met'}", '', *T, ''])
+    print(md)
+    if not a.no_write:
+        out = Path(a.write); out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f'.{out.name}.tmp'); tmp.write_text(md); os.replace(tmp, out)
+        print(f"wrote {out}")
+    return 0 if ok else 1
+
+if __name__ == '__main__':
+    try: sys.exit(main())
+    except (DogftError, PredictError) as e:
+        print(f"inference.py: error: {e}", file=sys.stderr); sys.exit(2)
