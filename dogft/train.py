@@ -192,6 +192,16 @@ class Autocast(Callback):
     def _exit(self):
         if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
+# %% ../nbs/03_train.ipynb #cb31aa3d
+def _tensorboard(log_dir:Path):
+    "fastai's TensorBoard callback, logging the smoothed loss and each group's learning rate per batch."
+    from fastai.callback.tensorboard import TensorBoardCallback
+    class LrTensorBoard(TensorBoardCallback):
+        def after_batch(self):
+            self.writer.add_scalar('train_loss', self.smooth_loss, self.train_iter)
+            for i,h in enumerate(self.opt.hypers): self.writer.add_scalar(f'lr_{i}', h['lr'], self.train_iter)
+    return LrTensorBoard(log_dir, trace_model=False, log_preds=False)
+
 # %% ../nbs/03_train.ipynb #281413c8
 def finished_metrics(config:TrainConfig|dict # a run's config
                     )->dict|None: # its metrics, if it finished with this exact configuration
@@ -293,9 +303,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
                          best=ck['best'] if ck else float('inf'), wait=ck['wait'] if ck else 0),
            ResumableEarlyStopping(c.patience, best=ck['best'] if ck else float('inf'), wait=ck['wait'] if ck else 0)]
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
-    if c.tensorboard:
-        from fastai.callback.tensorboard import TensorBoardCallback
-        cbs.append(TensorBoardCallback(paths['tensorboard'], trace_model=False))
+    if c.tensorboard: cbs.append(_tensorboard(paths['tensorboard']))
     learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
                     splitter=lambda m: groups, metrics=accuracy, train_bn=False, cbs=cbs)
     learn.recorder.train_metrics = True

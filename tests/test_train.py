@@ -102,3 +102,9 @@ def test_notebook_parameters_are_the_config_fields():
     import dataclasses
     from dogft.run_all import notebook_params, train_notebook
     assert set(notebook_params(train_notebook())) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+def test_tensorboard_logging(tiny, tmp_path):
+    pytest.importorskip('tensorboard')
+    cfg = _cfg(tiny, tmp_path, epochs=1, tensorboard=True)
+    train_run(cfg, quiet=True)
+    assert list(run_paths(cfg)['tensorboard'].rglob('events.out.tfevents.*'))
