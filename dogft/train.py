@@ -297,42 +297,40 @@ def train_run(config:TrainConfig|dict, # the run's settings
     total,trainable = count_params(model)
     if ck: model.load_state_dict(ck['model'])
     net,dls,how = _build_loaders(model, c, data_dir, dc, device)
-    cbs = [RunCheckpoint(model, paths, key, dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy,
-                                                 config=asdict(c)),
-                         start_epoch=ck['epoch'] if ck else 0, history=ck['history'] if ck else [],
-                         best=ck['best'] if ck else float('inf'), wait=ck['wait'] if ck else 0),
-           ResumableEarlyStopping(c.patience, best=ck['best'] if ck else float('inf'), wait=ck['wait'] if ck else 0)]
+    st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
+    meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c))
+    cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait']),
+           ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'])]
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
     if c.tensorboard: cbs.append(_tensorboard(paths['tensorboard']))
     learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
                     splitter=lambda m: groups, metrics=accuracy, train_bn=False, cbs=cbs)
     learn.recorder.train_metrics = True
     if net is model: model.to(memory_format=torch.channels_last)
-    lrs,start = group_lrs(c.lr, len(groups), c.lr_mult),ck['epoch'] if ck else 0
+    lrs = group_lrs(c.lr, len(groups), c.lr_mult)
     learn.create_opt()
     if ck:
         learn.opt.load_state_dict(ck['opt'])
         _set_rng_state(ck['rng'])
-        if not quiet: print(f"resuming {run_name(c.model, c.strategy, c.seed)} after epoch {start} of {c.epochs}")
-    stopped = ck is not None and ck['wait'] >= c.patience
-    if start < c.epochs and not stopped:
-        with (learn.no_bar() if quiet else contextlib.nullcontext()): learn.fit(c.epochs - start, lr=lrs, cbs=[cosine_schedule(lrs, start, c.epochs)])
+        if not quiet: print(f"resuming {run_name(c.model, c.strategy, c.seed)} after epoch {st['epoch']} of {c.epochs}")
+    if st['epoch'] < c.epochs and st['wait'] < c.patience:
+        with contextlib.ExitStack() as ctx:
+            if quiet: ctx.enter_context(learn.no_bar()); ctx.enter_context(learn.no_logging())
+            learn.fit(c.epochs - st['epoch'], lr=lrs, cbs=[cosine_schedule(lrs, st['epoch'], c.epochs)])
     history = cbs[0].history
-    train_seconds = sum(h['seconds'] for h in history) + how.get('feature_seconds', 0)
     best = torch.load(paths['best'], map_location='cpu', weights_only=False)
     model.load_state_dict(best['state_dict'])
-    test_paths = df.path[df.split == 'test'].tolist()
     learn.remove_cbs(cbs)  # evaluation is not an epoch to record
-    with learn.no_bar(): ev = test_metrics(*learn.get_preds(dl=learn.dls[2]), vocab, test_paths)
-    m = dict(model=c.model, strategy=c.strategy, seed=c.seed, config=asdict(c) | dict(data_dir=str(data_dir.resolve())), key=key, versions=versions(), device=str(device),
-             precision=str(dt).replace('torch.', '') if dt else 'float32', params_total=total, params_trainable=trainable,
-             trainable_pct=round(100*trainable/total, 3), history=history, epochs_run=len(history),
-             best_epoch=best['epoch'], best_val_loss=best['val_loss'], best_val_acc=best['val_acc'],
-             **{k: ev[k] for k in ('test_acc', 'test_loss', 'macro_f1')}, class_names=vocab,
+    with learn.no_bar(): ev = test_metrics(*learn.get_preds(dl=learn.dls[2]), vocab, df.path[df.split == 'test'].tolist())
+    m = dict(model=c.model, strategy=c.strategy, seed=c.seed, config=asdict(c) | dict(data_dir=str(data_dir.resolve())), key=key,
+             versions=versions(), device=str(device), precision=str(dt).replace('torch.', '') if dt else 'float32',
+             params_total=total, params_trainable=trainable, trainable_pct=round(100*trainable/total, 3),
+             history=history, epochs_run=len(history), best_epoch=best['epoch'], best_val_loss=best['val_loss'],
+             best_val_acc=best['val_acc'], **{k: ev[k] for k in ('test_acc', 'test_loss', 'macro_f1')}, class_names=vocab,
              per_class=ev['per_class'], confusion_matrix=ev['confusion_matrix'],
              n_images={s: int((df.split == s).sum()) for s in ('train', 'val', 'test')},
-             train_seconds=round(train_seconds, 2), training=how, weights=weights_info(model),
-             test_predictions=ev['test_predictions'])
+             train_seconds=round(sum(h['seconds'] for h in history) + how.get('feature_seconds', 0), 2), training=how,
+             weights=weights_info(model), test_predictions=ev['test_predictions'])
     atomic_write(paths['history'], lambda p: pd.DataFrame(history).to_csv(p, index=False))
     save_json(m, paths['metrics'])
     if not quiet: print(f"{run_name(c.model, c.strategy, c.seed)}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
