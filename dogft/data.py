@@ -23,6 +23,7 @@ import numpy as np, pandas as pd
 from PIL import Image
 from tqdm import tqdm
 from fastcore.script import call_parse, is_cli
+from .predict import to_rgb
 
 # %% ../nbs/00_data.ipynb #ab7a48f9
 class DogftError(Exception):
@@ -132,13 +133,7 @@ def check_image(data:bytes, # the file's bytes
         img.load()
     except Exception as e: return None, f"cannot decode: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(': ')
     if min(img.size) < min_size: return None, f"too small: {img.width}x{img.height} (minimum {min_size}x{min_size})"
-    if img.mode != 'RGB':
-        if img.mode in ('RGBA', 'LA', 'PA') or (img.mode == 'P' and 'transparency' in img.info):
-            img = img.convert('RGBA')
-            bg = Image.new('RGB', img.size, (255, 255, 255))
-            bg.paste(img, mask=img.getchannel('A'))
-            img = bg
-        else: img = img.convert('RGB')
+    img = to_rgb(img)  # the same conversion `dogft-predict` applies
     img.format = fmt
     return img, None
 

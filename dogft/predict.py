@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 # %% auto #0
 __all__ = ['META_FORMAT', 'META_REQUIRED', 'INTERPOLATIONS', 'PredictError', 'ImageError', 'encode_metadata', 'decode_metadata',
-           'load_image', 'resize_crop', 'preprocess', 'softmax', 'Classifier', 'models_dir', 'default_model',
+           'to_rgb', 'load_image', 'resize_crop', 'preprocess', 'softmax', 'Classifier', 'models_dir', 'default_model',
            'format_result', 'dogft_predict']
 
 # %% ../nbs/05b_predict.ipynb #52c03519
@@ -46,6 +46,17 @@ def decode_metadata(props:dict # ONNX metadata entries, as from `read_metadata` 
     return meta
 
 # %% ../nbs/05b_predict.ipynb #caba2a37
+def to_rgb(im:Image.Image # an image in any mode (RGB, L, CMYK, RGBA, P, ...)
+          )->Image.Image: # RGB
+    "`im` as RGB, transparent pixels on white: the one conversion `dogft-data` stores and `dogft-predict` sees."
+    if im.mode == 'RGB': return im
+    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+        rgba = im.convert('RGBA')
+        bg = Image.new('RGB', im.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel('A'))
+        return bg
+    return im.convert('RGB')
+
 def load_image(path # an image file: JPEG, PNG, WebP, ... in any mode (RGB, L, CMYK, RGBA, P)
               )->Image.Image: # RGB, upright
     "Open `path` as an upright RGB image (EXIF orientation applied, transparency on white, as `dogft-data` stores them); raise `ImageError` with the reason."
@@ -59,14 +70,7 @@ def load_image(path # an image file: JPEG, PNG, WebP, ... in any mode (RGB, L, C
     except Image.UnidentifiedImageError: raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"corrupt or truncated image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})".replace(': )', ')')) from None
-    if im.mode != 'RGB':
-        if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-            im = im.convert('RGBA')
-            bg = Image.new('RGB', im.size, (255, 255, 255))
-            bg.paste(im, mask=im.getchannel('A'))
-            im = bg
-        else: im = im.convert('RGB')
-    return im
+    return to_rgb(im)
 
 # %% ../nbs/05b_predict.ipynb #41f6a217
 INTERPOLATIONS = dict(nearest=Image.NEAREST, bilinear=Image.BILINEAR, bicubic=Image.BICUBIC, lanczos=Image.LANCZOS,
