@@ -218,48 +218,70 @@ def compare(strategy:str, a:dict, b:dict)->dict:
                 met=ratio <= EPOCH_MAX and acc_diff >= -ACC_TOL - 1e-9)
 
 
-def markdown(rows:list[dict], comps:list[dict], info:dict, command:str)->str:
-    "The results as a markdown report: header with command and machine, one table of runs, one of targets."
-    out = ['# Training speed: seed-literal PyTorch loop (a) vs dogft `train_run` (b)', '',
-           f'Command: `{command}`', '',
-           f"Machine: {info['cpu']}, {info['cpu_count']} CPUs, torch threads {info['torch_threads']} (both methods), "
-           f"seed loop DataLoader num_workers={info['dataloader_workers_seed']}; torch {info['torch']}, torchvision "
-           f"{info['torchvision']}, timm {info['timm']}, fastai {info['fastai']}, dogft {info['dogft']} (git {info['git_commit']}"
-           + (f", uncommitted changes in {', '.join(info['dogft_uncommitted'])}" if info['dogft_uncommitted'] else '') + "); "
-           f"load average at start {tuple(round(x, 2) for x in info['load_avg_start'])}, at end "
-           f"{tuple(round(x, 2) for x in info['load_avg_end'])}. Data: {info['data_dir']} ({info['n_images']}). "
-           f"Shared CPU: timings are noisy, ratios are measured in one run.", '',
-           '| strategy | method | epochs run / planned | best epoch | s/epoch | one-time s (image cache + features) | total s | test acc | precision | notes |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+def machine_line(info:dict, command:str)->list[str]:
+    "Markdown lines for one run of this script: its command and the machine it ran on."
+    return [f'Command: `{command}`', '',
+            f"Machine: {info['cpu']}, {info['cpu_count']} CPUs, torch threads {info['torch_threads']} (both methods), "
+            f"seed loop DataLoader num_workers={info['dataloader_workers_seed']}; torch {info['torch']}, torchvision "
+            f"{info['torchvision']}, timm {info['timm']}, fastai {info['fastai']}, dogft {info['dogft']} (git {info['git_commit']}"
+            + (f", uncommitted changes in {', '.join(info['dogft_uncommitted'])}" if info.get('dogft_uncommitted') else '') + "); "
+            f"load average at start {tuple(round(x, 2) for x in info['load_avg_start'])}, at end "
+            f"{tuple(round(x, 2) for x in info['load_avg_end'])}. Data: {info['data_dir']} ({info['n_images']}).", '']
+
+
+def median_epoch(r:dict)->float:
+    "Median seconds of a run's epochs: less sensitive than the mean to load spikes from other users of the CPU."
+    xs = sorted(h['seconds'] for h in r['history'])
+    return (xs[(len(xs) - 1)//2] + xs[len(xs)//2])/2
+
+
+def markdown(rows:list[dict], comps:list[dict], parts:list[tuple[str, dict]])->str:
+    "The results as markdown: command and machine of each part (`(command, info)`), a table of runs, one of targets."
+    out = ['# Training speed: seed-literal PyTorch loop (a) vs dogft `train_run` (b)', '']
+    for command, info in parts: out += machine_line(info, command)
+    out += ['Shared CPU: timings are noisy; both methods of a strategy ran back to back in one process, so compare within a strategy.', '',
+            '| strategy | method | epochs run / planned | best epoch | s/epoch (mean) | s/epoch (median) | one-time s (image cache + features) | total s | test acc | test loss | precision | notes |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         ot = f"{r['one_time_s']:.1f} ({r['image_cache_s']:.1f} + {r['feature_s']:.1f})" if r['method'] == 'dogft' else '0'
         out.append(f"| {r['strategy']} | {r['method']} | {r['epochs_run']} / {r['epochs_planned']} | {r['best_epoch']} | "
-                   f"{r['s_per_epoch']:.2f} | {ot} | {r['total_s']:.1f} | {r['test_acc']:.1%} | {r['precision']} | {r['notes']} |")
+                   f"{r['s_per_epoch']:.2f} | {median_epoch(r):.2f} | {ot} | {r['total_s']:.1f} | {r['test_acc']:.1%} | "
+                   f"{r['test_loss']:.3f} | {r['precision']} | {r['notes']} |")
+    med = {(r['strategy'], r['method']): median_epoch(r) for r in rows}
     out += ['', '| strategy | measure | ratio | other | test acc (b) − (a) | target | met |', '|---|---|---|---|---|---|---|']
     for c in comps:
-        other = (f"raw totals {c['raw_total_ratio']:.1f}x" if c['strategy'] == 'freeze'
-                 else f"incl. one-time {c['incl_one_time_ratio']:.2f}")
+        s = c['strategy']
+        other = (f"raw totals {c['raw_total_ratio']:.1f}x" if s == 'freeze' else
+                 f"incl. one-time {c['incl_one_time_ratio']:.2f}; medians {med[(s, 'dogft')]/med[(s, 'seed-literal')]:.2f}")
         met = ('met' + (' (aim met)' if c.get('aim_met') else ' (aim not met)' if 'aim_met' in c else '')) if c['met'] else 'NOT met'
-        out.append(f"| {c['strategy']} | {c['metric']} | {c['ratio']:.2f} | {other} | {100*c['acc_diff']:+.1f} pt | {c['target']} | {met} |")
-    out += ['', 'Per-epoch seconds come from the epochs each method ran (dogft stops early after `patience` epochs '
-            'without a lower validation loss). dogft one-time work: the uint8 image cache built cold from the JPEGs '
-            '(measured here) plus its cached frozen-prefix features (`training.feature_seconds`); both are in its total. '
-            'Test accuracy is on 121 images: one image is 0.83 points.', '']
+        out.append(f"| {s} | {c['metric']} | {c['ratio']:.2f} | {other} | {100*c['acc_diff']:+.1f} pt | {c['target']} | {met} |")
+    out += ['', 'Seconds per epoch come from the epochs each method ran (dogft stops early after `patience` epochs '
+            'without a lower validation loss); targets use the mean. dogft one-time work: the uint8 image cache built cold '
+            'from the JPEGs (measured here) plus its cached frozen-prefix features (`training.feature_seconds`); both are in '
+            'its total. Test accuracy is on 121 images: one image is 0.83 points.', '']
     return '\n'.join(out)
 
 
-def write_report(rows:list[dict], comps:list[dict], info:dict, argv, out:Path|None, final:bool=True):
+def write_report(rows:list[dict], comps:list[dict], parts:list[tuple[str, dict]], out:Path|None, final:bool=True):
     "Print the report; write `out`.md/.json (after every strategy, so a long run keeps what it has measured)."
-    info['load_avg_end'] = os.getloadavg()
-    command = ' '.join(['.venv/bin/python', 'bench/train_speed.py', *(argv if argv is not None else sys.argv[1:])])
-    md = markdown(rows, comps, info, command) + ('' if final else '\n(partial results: the run is still going)\n')
+    md = markdown(rows, comps, parts) + ('' if final else '\n(partial results: the run is still going)\n')
     if final: print(md)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix('.md').write_text(md)
-        out.with_suffix('.json').write_text(json.dumps(dict(command=command, machine=info, runs=rows, comparisons=comps,
-                                                            complete=final), indent=1, default=str))
+        doc = dict(command=parts[0][0], machine=parts[0][1]) if len(parts) == 1 else dict(parts=[dict(command=c, machine=i) for c, i in parts])
+        out.with_suffix('.json').write_text(json.dumps(doc | dict(runs=rows, comparisons=comps, complete=final), indent=1, default=str))
         print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", flush=True)
+
+
+def merge(files:list[Path], out:Path|None):
+    "One report from the JSON files of several runs of this script (e.g. one strategy rerun after an interruption)."
+    rows, comps, parts = [], [], []
+    for f in files:
+        d = json.loads(Path(f).read_text())
+        parts += [(p['command'], p['machine']) for p in d['parts']] if 'parts' in d else [(d['command'], d['machine'])]
+        rows += d['runs']; comps += d['comparisons']
+    write_report(rows, comps, parts, out)
 
 
 def main(argv=None):
@@ -272,7 +294,9 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads for both methods')
     p.add_argument('--workers', type=int, default=2, help="seed loop's DataLoader num_workers")
     p.add_argument('--work-dir', type=Path, default=None, help='checkpoints and dogft outputs (default: a temporary folder)')
+    p.add_argument('--merge', type=Path, nargs='+', default=None, help='no training: one report (--out) from these JSON results')
     args = p.parse_args(argv)
+    if args.merge: return merge(args.merge, args.out)
     epochs = 2 if args.quick and args.epochs is None else args.epochs
     strategies = [s.strip() for s in args.strategies.split(',') if s.strip()]
     torch.set_num_threads(args.threads)
@@ -282,6 +306,7 @@ def main(argv=None):
     info.update(data_dir=str(data_dir), n_images='/'.join(str((df.split == s).sum()) for s in ('train', 'val', 'test')))
     work = args.work_dir or Path(tempfile.mkdtemp(prefix='train_speed-', dir='/tmp'))
     work.mkdir(parents=True, exist_ok=True)
+    command = ' '.join(['.venv/bin/python', 'bench/train_speed.py', *(argv if argv is not None else sys.argv[1:])])
     rows, comps = [], []
     for s in strategies:
         e = epochs or int(STRATEGY_DEFAULTS.loc[s, 'epochs'])
@@ -296,7 +321,8 @@ def main(argv=None):
         print(f"== {s}: seed {a['s_per_epoch']:.2f} s/epoch, {a['total_s']:.0f} s, acc {a['test_acc']:.3f} | dogft "
               f"{b['s_per_epoch']:.2f} s/epoch + {b['one_time_s']:.1f} s one-time, {b['total_s']:.0f} s, acc {b['test_acc']:.3f} | "
               f"ratio {comps[-1]['ratio']:.2f} ({'met' if comps[-1]['met'] else 'NOT met'})", flush=True)
-        write_report(rows, comps, info, argv, args.out, final=s == strategies[-1])
+        info['load_avg_end'] = os.getloadavg()
+        write_report(rows, comps, [(command, info)], args.out, final=s == strategies[-1])
     if args.work_dir is None: shutil.rmtree(work, ignore_errors=True)
 
 
