@@ -19,12 +19,12 @@ from .data import DogftError, atomic_write, dogft_home, make_image
 
 # %% auto #0
 __all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'write_text', 'save_fig', 'check_metrics', 'make_metrics',
-           'run_label', 'load_runs', 'strategy_rank', 'wilson_interval', 't_interval', 'mcnemar_exact',
-           'paired_correct', 'seed_pairs', 'overfitting', 'group_runs', 'pretrained', 'n_correct', 'best_config',
-           'best_run', 'compare_configs', 'comparison_verdict', 'summarize_config', 'comparison_table', 'format_table',
-           'markdown_table', 'describe', 'confused_pairs', 'summed_confusion', 'classification_reports', 'plot_curves',
-           'plot_confusion', 'plot_table', 'image_path', 'plot_gallery', 'write_reports', 'comparison_markdown',
-           'analyze', 'dogft_analyze']
+           'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs', 'strategy_rank', 'wilson_interval',
+           't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs', 'overfitting', 'group_runs', 'pretrained',
+           'n_correct', 'best_config', 'best_run', 'compare_configs', 'comparison_verdict', 'summarize_config',
+           'comparison_table', 'format_table', 'markdown_table', 'describe', 'confused_pairs', 'summed_confusion',
+           'classification_reports', 'plot_curves', 'plot_confusion', 'plot_table', 'image_path', 'plot_gallery',
+           'write_reports', 'comparison_markdown', 'analyze', 'dogft_analyze']
 
 # %% ../nbs/04_analysis.ipynb #a9496c09
 def write_text(path:Path, text:str)->Path:
@@ -85,7 +85,8 @@ def make_metrics(out_dir:Path, # root: writes `results/metrics/{model}_{strategy
                  epochs:int=8, # epochs of history (0 for zero-shot)
                  overfit:bool=False, # validation loss turns up after the middle while training loss keeps falling
                  pretrained:bool=True, # `weights.pretrained`
-                 images:bool=False # also write the test images under `out_dir/data/processed`
+                 images:bool=False, # also write the test images under `out_dir/data/processed`
+                 recipe:str='dogft' # the run's recipe (`dogft.train.RECIPES`)
                 )->dict: # the metrics
     "Write a synthetic metrics file like `dogft.train.train_run`'s, for examples and tests."
     rng = np.random.default_rng([zlib.crc32(f'{model}/{strategy}'.encode()), seed])
@@ -115,8 +116,8 @@ def make_metrics(out_dir:Path, # root: writes `results/metrics/{model}_{strategy
     trainable = {'zero-shot': 0, 'freeze': 6_405, 'partial': 1_923_589}.get(strategy, total)
     cm = np.zeros((n_cls, n_cls), int); np.add.at(cm, (true, pred), 1)
     rep = classification_report(true, pred, labels=range(n_cls), target_names=names, output_dict=True, zero_division=0)
-    m = dict(model=model, strategy=strategy, seed=0 if zs else seed,
-             config=dict(model=model, strategy=strategy, seed=0 if zs else seed, epochs=ep, data_dir=str(data_dir),
+    m = dict(model=model, strategy=strategy, seed=0 if zs else seed, recipe=recipe,
+             config=dict(model=model, strategy=strategy, seed=0 if zs else seed, recipe=recipe, epochs=ep, data_dir=str(data_dir),
                          weights='auto' if pretrained else 'none'),
              device='cpu', precision='float32', params_total=total, params_trainable=trainable,
              trainable_pct=round(100*trainable/total, 3), history=history, epochs_run=ep,
@@ -130,14 +131,28 @@ def make_metrics(out_dir:Path, # root: writes `results/metrics/{model}_{strategy
              weights=dict(model=model, source='package' if pretrained else 'none', pretrained=pretrained),
              test_predictions=[dict(path=p, true=names[a], predicted=names[b], probabilities=[round(float(x), 6) for x in pr])
                                for p,a,b,pr in zip(paths, true, pred, probs)])
-    f = Path(out_dir)/'results'/'metrics'/f"{model}_{strategy}_s{m['seed']}_results.json"
+    mid = '' if recipe == 'dogft' or zs else f'_{recipe}-recipe'
+    f = Path(out_dir)/'results'/'metrics'/f"{model}_{strategy}{mid}_s{m['seed']}_results.json"
     write_text(f, json.dumps(m, indent=1))
     return m
 
 # %% ../nbs/04_analysis.ipynb #2b7c970a
+def recipe_of(m:dict)->str:
+    "The recipe a run was trained with (`dogft` when the file predates recipes)."
+    return m.get('recipe') or (m.get('config') or {}).get('recipe') or 'dogft'
+
+def config_label(m:dict)->str:
+    "What the table calls a run's configuration: its strategy, and its recipe unless it is dogft's (`partial (seed recipe)`)."
+    r = recipe_of(m)
+    return m['strategy'] if r == 'dogft' or m['strategy'] == 'zero-shot' else f"{m['strategy']} ({r} recipe)"
+
+def label_slug(label:str)->str:
+    "A configuration label as a file-name part: `partial (seed recipe)` → `partial_seed-recipe`."
+    return label.replace(' (', '_').replace(' recipe)', '-recipe').replace(' ', '-')
+
 def run_label(m:dict)->str:
-    "A run's file stem: `{model}_{strategy}_s{seed}`."
-    return f"{m['model']}_{m['strategy']}_s{m['seed']}"
+    "A run's file stem: `{model}_{strategy}_s{seed}` (`{model}_{strategy}_{recipe}-recipe_s{seed}` for another recipe than dogft's)."
+    return f"{m['model']}_{label_slug(config_label(m))}_s{m['seed']}"
 
 def load_runs(out_dir=None # root of `results/`; `None`: `dogft_home()`
              )->tuple[list[dict], list[tuple[str, str]]]: # (usable runs sorted by model, strategy, seed; (file, reason) of the skipped)
@@ -153,12 +168,13 @@ def load_runs(out_dir=None # root of `results/`; `None`: `dogft_home()`
         seen[k] = f.name
         m['_file'] = f.name
         runs.append(m)
-    return sorted(runs, key=lambda m: (m['model'], strategy_rank(m['strategy']), m['seed'])),skipped
+    return sorted(runs, key=lambda m: (m['model'], strategy_rank(config_label(m)), m['seed'])),skipped
 
 STRATEGY_ORDER = ('zero-shot', 'freeze', 'partial', 'full')
 def strategy_rank(s:str)->tuple:
-    "Sort key: zero-shot first, then freeze, partial, full, then any other strategy by name."
-    return (STRATEGY_ORDER.index(s), '') if s in STRATEGY_ORDER else (len(STRATEGY_ORDER), s)
+    "Sort key of a configuration label: zero-shot first, then freeze, partial, full (another recipe right after dogft's), then any other by name."
+    base = s.split(' (')[0]
+    return (STRATEGY_ORDER.index(base), s != base, s) if base in STRATEGY_ORDER else (len(STRATEGY_ORDER), True, s)
 
 # %% ../nbs/04_analysis.ipynb #94614359
 def wilson_interval(k:int, # successes (correct test images)
@@ -224,9 +240,9 @@ def overfitting(history:list[dict], # a run's per-epoch history
 
 # %% ../nbs/04_analysis.ipynb #8728711f
 def group_runs(runs:list[dict])->dict[tuple[str, str], list[dict]]:
-    "Runs by (model, strategy), in table order, each list sorted by seed."
+    "Runs by (model, configuration label), in table order, each list sorted by seed."
     g = {}
-    for m in runs: g.setdefault((m['model'], m['strategy']), []).append(m)
+    for m in runs: g.setdefault((m['model'], config_label(m)), []).append(m)
     return {k: sorted(g[k], key=lambda m: m['seed']) for k in sorted(g, key=lambda k: (k[0], strategy_rank(k[1])))}
 
 def pretrained(m:dict)->bool|None:
@@ -289,7 +305,7 @@ def summarize_config(rs:list[dict], # the runs of one model × strategy
                     )->dict: # one table row, numeric
     "Aggregate the seeds of one configuration: means, intervals, parameters, time, overfitting flags."
     m0,n_test = rs[0],len(rs[0]['test_predictions'])
-    row = dict(model=m0['model'], strategy=m0['strategy'], n_seeds=len(rs), seeds=','.join(str(m['seed']) for m in rs),
+    row = dict(model=m0['model'], strategy=config_label(m0), n_seeds=len(rs), seeds=','.join(str(m['seed']) for m in rs),
                pretrained=pretrained(m0) if len({pretrained(m) for m in rs}) == 1 else None, n_test=n_test)
     for k in ('best_val_acc', 'test_acc', 'macro_f1', 'test_loss'):
         mean,lo,hi = t_interval([m.get(k) for m in rs], conf)
@@ -495,7 +511,7 @@ def plot_confusion(rs:list[dict] # the runs of one model × strategy
     ax = fig.subplots()
     ConfusionMatrixDisplay(summed_confusion(rs), display_labels=m0['class_names']).plot(ax=ax, xticks_rotation=45, colorbar=False)
     seeds = f"{len(rs)} seeds summed" if len(rs) > 1 else f"seed {m0['seed']}"
-    ax.set_title(f"{m0['model']} / {m0['strategy']} ({seeds})\ntest accuracy {_pct(np.mean([m['test_acc'] for m in rs]))}", fontsize=9)
+    ax.set_title(f"{m0['model']} / {config_label(m0)} ({seeds})\ntest accuracy {_pct(np.mean([m['test_acc'] for m in rs]))}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -607,7 +623,8 @@ def analyze(out_dir=None, # root of `results/` (and `data/processed` for the gal
     files['comparison_table'] = save_fig(plot_table(table), plots/'comparison_table.png')
     files['training_curves'] = save_fig(plot_curves(groups), plots/'training_curves.png')
     for (model, strategy),rs in groups.items():
-        files[f'{model}_{strategy}_confusion_matrix'] = save_fig(plot_confusion(rs), plots/f'{model}_{strategy}_confusion_matrix.png')
+        stem = f'{model}_{label_slug(strategy)}_confusion_matrix'
+        files[stem] = save_fig(plot_confusion(rs), plots/f'{stem}.png')
     br = best_run(groups[best])
     files['misclassified_gallery'] = save_fig(plot_gallery(br, out), plots/'misclassified_gallery.png')
     files |= write_reports(runs, out)

@@ -22,6 +22,7 @@ __all__ = ['PooledHead', 'PreLogits', 'Features', 'model_pipeline', 'split_froze
 
 # %% ../nbs/02b_features.ipynb #2e71d973
 from .data import DogftError
+from .strategies import bn_held
 
 # %% ../nbs/02b_features.ipynb #dea68d6f
 class PooledHead(nn.Module):
@@ -58,7 +59,9 @@ def model_pipeline(model:nn.Module # a timm classifier
 
 # %% ../nbs/02b_features.ipynb #c97e419d
 def _trainable(step:nn.Module)->bool:
-    "Whether any parameter used by `step` is trained."
+    "Whether `step` changes while training: a parameter it uses is trained, or a BatchNorm layer in it follows the batches."
+    mods = step.model[0].modules() if isinstance(step, Features) else step.modules()
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not bn_held(m) for m in mods): return True
     if isinstance(step, PreLogits):  # the pooling and norms of `forward_head`, not the classifier
         cls = {id(p) for p in step.model[0].get_classifier().parameters()}
         return any(p.requires_grad and id(p) not in cls for n,p in step.model[0].named_parameters()

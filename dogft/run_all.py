@@ -110,10 +110,12 @@ def standin_train_notebook(path, # where to write the `.ipynb`
 
 # %% ../nbs/03b_run_all.ipynb #2a9daea5
 def run_notebook_path(model:str, strategy:str, seed:int,
-                      out_dir=None # root of `results/`; `None`: `dogft_home()`
+                      out_dir=None, # root of `results/`; `None`: `dogft_home()`
+                      recipe:str='dogft' # the run's recipe: named in the file unless it is dogft's
                      )->Path:
-    "Where a run's executed notebook goes: `results/runs/{model}__{strategy}__s{seed}.ipynb` under `out_dir`."
-    return Path(out_dir or dogft_home())/'results'/'runs'/f'{model}__{strategy}__s{seed}.ipynb'
+    "Where a run's executed notebook goes: `results/runs/{model}__{strategy}__s{seed}.ipynb` under `out_dir` (`…__{recipe}-recipe__s{seed}` for another recipe)."
+    mid = '' if recipe == 'dogft' else f'__{recipe}-recipe'
+    return Path(out_dir or dogft_home())/'results'/'runs'/f'{model}__{strategy}{mid}__s{seed}.ipynb'
 
 def failed_notebook_path(path:Path)->Path:
     "Where a failed run's executed notebook goes: `….failed.ipynb` next to `path`, never under the finished name."
@@ -255,8 +257,8 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
     print(f"dogft-run-all: {len(plan)} runs ({todo} to run, {len(plan)-todo} finished) with {nb.name}; data {data}; results in {root}")
     rows, durations, t0, n = [], [], time.monotonic(), len(plan)
     for i, (p, config, done) in enumerate(plan, 1):
-        tag = f"[{i}/{n}] {train.run_name(p['model'], p['strategy'], p['seed'])}"
-        path = run_notebook_path(p['model'], p['strategy'], p['seed'], root)
+        tag = f"[{i}/{n}] {train.run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
+        path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
         if done is not None:
             rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
             print(f"{tag}: finished before, skipped (test_acc {done.get('test_acc')})")
@@ -312,6 +314,7 @@ def dogft_run_all(
     models:str=','.join(DEFAULT_MODELS), # comma-separated timm model names
     strategies:str=','.join(DEFAULT_STRATEGIES), # comma-separated strategies: freeze, partial, full
     seeds:str=','.join(map(str, DEFAULT_SEEDS)), # comma-separated run seeds
+    recipe:str=None, # dogft (tuned defaults) or seed (the seed guide's recipe, literally) (default: dogft)
     force:bool=False, # rerun finished runs too
     notebook:str=None, # the train notebook (default: nbs/03_train.ipynb next to the package)
     out_dir:str=None, # root of results/ and models/ (default: $DOGFT_HOME, else the current directory)
@@ -325,10 +328,10 @@ def dogft_run_all(
     data_dir:str=None, # processed data folder (default: $DOGFT_HOME/data/processed)
     breeds:str=None, # comma-separated breeds (default: the five default breeds)
     views:int=None, # cached views per training image when augmenting (default: 4)
-    bn:str=None, # BatchNorm policy of the frozen part: frozen or train (default: frozen)
-    patience:int=None, # early-stopping patience in epochs (default: 5)
-    lr_mult:float=None, # head lr / first group's lr (default: 1)
-    precision:str=None, # auto, bf16 or fp32 (default: auto)
+    bn:str=None, # BatchNorm policy: eval, frozen or train (default: the recipe's)
+    patience:int=None, # early-stopping patience in epochs, 0 for none (default: the recipe's)
+    lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
+    precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     no_cache_features:bool=False, # train on images even when a frozen prefix could be cached
     no_resume:bool=False, # start unfinished runs over instead of resuming their checkpoints (--force implies it)
     skip_followups:bool=False, # do not run analysis and export afterwards
@@ -337,7 +340,7 @@ def dogft_run_all(
     try:
         df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, out_dir=out_dir, followups=not skip_followups,
                         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, weights=weights, augment=augment,
-                        device=device, data_dir=data_dir, breeds=breeds, views=views,
+                        device=device, data_dir=data_dir, breeds=breeds, views=views, recipe=recipe,
                         bn=bn, patience=patience, lr_mult=lr_mult, precision=precision,
                         cache_features=False if no_cache_features else None,
                         resume=False if no_resume else None)

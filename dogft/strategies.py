@@ -1,4 +1,4 @@
-"""Decide which parameters a run trains (freeze, partial, full), how BatchNorm behaves in the frozen part, and with which defaults.
+"""Decide which parameters a run trains (freeze, partial, full), how BatchNorm behaves while training, and with which defaults.
 
 Docs: https://dogft.github.io/dogft/strategies.html.md"""
 
@@ -19,12 +19,12 @@ from .models import create_model, count_params, RandomInitWarning
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'BN_POLICIES', 'STRATEGY_DEFAULTS', 'check_strategy', 'strategy_defaults', 'classifier_names',
-           'stage_groups', 'frozen_bn_layers', 'apply_strategy', 'strategy_splitter', 'strategy_info',
+           'stage_groups', 'bn_held', 'frozen_bn_layers', 'apply_strategy', 'strategy_splitter', 'strategy_info',
            'trainable_modules', 'group_lrs', 'bn_state', 'describe_strategies']
 
 # %% ../nbs/02_strategies.ipynb #bcbea051
 STRATEGIES = ('freeze', 'partial', 'full')
-BN_POLICIES = ('frozen', 'train')
+BN_POLICIES = ('eval', 'frozen', 'train')
 
 STRATEGY_DEFAULTS = pd.DataFrame([
     dict(strategy='freeze',  lr=1e-3, epochs=15, batch_size=32),
@@ -111,29 +111,30 @@ def _is_frozen(model, name, bn):
     if not ps: ps = list(model.get_submodule(name.rpartition('.')[0]).parameters()) if '.' in name else []
     return bool(ps) and not any(p.requires_grad for p in ps)
 
+def bn_held(bn:nn.Module)->bool:
+    "Whether BatchNorm layer `bn` is held in eval mode by a BatchNorm policy."
+    return _bn_eval_hook in bn._forward_pre_hooks.values()
+
 def frozen_bn_layers(model:nn.Module)->list[str]:
-    "Names of the BatchNorm layers held in eval mode by the `frozen` policy."
-    return [n for n, m in _bn_layers(model) if _bn_eval_hook in m._forward_pre_hooks.values()]
+    "Names of the BatchNorm layers held in eval mode: every one under `eval`, the frozen part's under `frozen`, none under `train`."
+    return [n for n, m in _bn_layers(model) if bn_held(m)]
 
 def _set_bn_policy(model:nn.Module, # a model whose frozen parameters have `requires_grad=False`
-                  bn:str='frozen' # `frozen` or `train`
+                  bn:str='eval' # `eval`, `frozen` or `train`
                  ):
-    "Apply BatchNorm policy `bn` to the BatchNorm layers in `model`'s frozen part."
+    "Hold the BatchNorm layers that policy `bn` names in eval mode; release the others."
     if bn not in BN_POLICIES: raise DogftError(f"Unknown BatchNorm policy {bn!r}: choose one of {', '.join(BN_POLICIES)}.")
     for n, m in _bn_layers(model):
         for k in [k for k, h in m._forward_pre_hooks.items() if h is _bn_eval_hook]: del m._forward_pre_hooks[k]
         m.training = model.training
-    for n, m in [(n, m) for n, m in _bn_layers(model) if _is_frozen(model, n, m)]:
-        if bn == 'frozen':
+        if bn == 'eval' or (bn == 'frozen' and _is_frozen(model, n, m)):
             m.register_forward_pre_hook(_bn_eval_hook)
             m.training = False
-        else:
-            for p in m.parameters(): p.requires_grad_(True)
 
 # %% ../nbs/02_strategies.ipynb #13a8fd08
 def apply_strategy(model:nn.Module, # a timm model, e.g. from `create_model`
                    strategy:str, # `freeze`, `partial` or `full`
-                   bn:str='frozen' # BatchNorm policy for the frozen part: `frozen` or `train`
+                   bn:str='eval' # BatchNorm policy: `eval`, `frozen` or `train`
                   )->list[list[nn.Parameter]]: # the trainable parameters by stage, head last
     "Freeze `model` according to `strategy` and BatchNorm policy `bn`; return its trainable parameter groups."
     check_strategy(strategy)
@@ -181,7 +182,7 @@ def bn_state(model:nn.Module)->dict:
 # %% ../nbs/02_strategies.ipynb #fe98bba8
 def describe_strategies(model_name:str, # timm model name
                         n_classes:int=5, # size of the new head
-                        bn:str='frozen' # BatchNorm policy
+                        bn:str='eval' # BatchNorm policy
                        )->pd.DataFrame:
     "For each strategy: trainable parameters, their share, the trained modules and the training defaults."
     with warnings.catch_warnings():

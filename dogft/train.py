@@ -29,7 +29,7 @@ from fastcore.script import call_parse, is_cli, store_true
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 # %% auto #0
-__all__ = ['TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 'save_torch', 'RunCheckpoint',
+__all__ = ['RECIPES', 'TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 'save_torch', 'RunCheckpoint',
            'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'finished_metrics', 'versions', 'test_metrics',
            'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
@@ -48,19 +48,20 @@ class TrainConfig:
     model:str='efficientnet_lite0' # timm model name
     strategy:str='freeze' # `freeze`, `partial` or `full`
     seed:int=42 # seed of initialisation, shuffling and augmentation
+    recipe:str='dogft' # `dogft` (tuned defaults) or `seed` (the seed guide's recipe, literally); fills the settings left `None`
     epochs:int|None=None # epochs; `None`: the strategy's default
     lr:float|None=None # head learning rate; `None`: the strategy's default
     batch_size:int=32 # images per batch
     img_size:int|None=None # input size; `None`: the model's default
     weights:str='auto' # `auto`, `hub`, `none` or a weights file
-    head_init:str='auto' # new head: `imagenet` (the ImageNet head's rows for the breeds), `random` (like `nn.Linear`); `auto`: imagenet unless weights='none'
+    head_init:str='auto' # new head: `imagenet` (the ImageNet head's rows for the breeds), `random` (like `nn.Linear`); `auto`: the recipe's (random when weights='none')
     augment:str='light' # `none`, `light` or `strong`
-    cache_features:bool=True # run the frozen prefix once and train on its cached output
+    cache_features:bool|None=None # run the frozen prefix once and train on its cached output
     views:int=4 # cached views per training image when augmenting (1 clean + augmented draws)
-    bn:str='frozen' # BatchNorm policy of the frozen part: `frozen` or `train`
-    patience:int=5 # early stopping: epochs without a lower validation loss
-    lr_mult:float=1.0 # head lr / first group's lr (discriminative learning rates)
-    precision:str='auto' # `auto` (bf16 where supported), `bf16` or `fp32`
+    bn:str|None=None # BatchNorm policy: `eval`, `frozen` or `train` (`dogft.strategies`)
+    patience:int|None=None # early stopping: epochs without a lower validation loss; 0: never stop early
+    lr_mult:float|None=None # head lr / first group's lr (discriminative learning rates)
+    precision:str|None=None # `auto` (bf16 where supported), `bf16` or `fp32`
     device:str='auto' # `auto` (CUDA, MPS, CPU) or a torch device
     data_dir:str|None=None # processed data; `None`: `$DOGFT_HOME/data/processed`
     out_dir:str|None=None # root of results/ and models/; `None`: `$DOGFT_HOME`
@@ -69,33 +70,40 @@ class TrainConfig:
     tensorboard:bool=False # also log to TensorBoard
 
 # %% ../nbs/03_train.ipynb #72bbc242
+RECIPES = dict(
+    dogft=dict(head_init='imagenet', bn='eval', cache_features=True, patience=5, lr_mult=10.0, precision='auto'),
+    seed=dict(head_init='random', bn='train', cache_features=False, patience=0, lr_mult=1.0, precision='fp32'))
+
 def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
-                  )->TrainConfig: # with `epochs` and `lr` filled in and every field checked
-    "Check `config` and fill in the strategy defaults."
+                  )->TrainConfig: # with the strategy's and the recipe's defaults filled in and every field checked
+    "Check `config` and fill in the strategy's and the recipe's defaults."
     if isinstance(config, dict):
         unknown = set(config) - {f.name for f in dataclasses.fields(TrainConfig)}
         if unknown: raise DogftError(f"unknown training setting(s) {', '.join(sorted(unknown))}: see `TrainConfig`")
         config = TrainConfig(**config)
+    if config.recipe not in RECIPES: raise DogftError(f"unknown recipe {config.recipe!r}: use {' or '.join(RECIPES)}")
     d = strategy_defaults(config.strategy, epochs=config.epochs, lr=config.lr)
-    c = dataclasses.replace(config, epochs=int(d['epochs']), lr=float(d['lr']))
+    r = {k: v for k,v in RECIPES[config.recipe].items() if getattr(config, k) is None and k != 'head_init'}
+    c = dataclasses.replace(config, epochs=int(d['epochs']), lr=float(d['lr']), **r)
     if c.bn not in BN_POLICIES: raise DogftError(f"unknown BatchNorm policy {c.bn!r}: use {' or '.join(BN_POLICIES)}")
     if c.augment not in ('none', *AUGMENTS): raise DogftError(f"unknown augment {c.augment!r}: use none, {', '.join(AUGMENTS)}")
     if c.head_init not in ('auto', 'imagenet', 'random'): raise DogftError(f"unknown head_init {c.head_init!r}: use auto, imagenet or random")
-    if c.head_init == 'auto': c.head_init = 'random' if c.weights == 'none' else 'imagenet'
+    if c.head_init == 'auto': c.head_init = 'random' if c.weights == 'none' else RECIPES[c.recipe]['head_init']
     if c.head_init == 'imagenet' and c.weights == 'none':
         raise DogftError("head_init='imagenet' needs pretrained weights: with weights='none' use head_init='random'")
     if c.epochs < 1 or c.batch_size < 1 or c.views < 1: raise DogftError("epochs, batch_size and views must be at least 1")
+    if c.patience < 0: raise DogftError("patience must be 0 (never stop early) or more")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
 
 # %% ../nbs/03_train.ipynb #ae3cc41a
-def run_name(model:str, strategy:str, seed:int)->str:
-    "The name of a run's files: `{model}_{strategy}_s{seed}`."
-    return f'{model}_{strategy}_s{seed}'
+def run_name(model:str, strategy:str, seed:int, recipe:str='dogft')->str:
+    "The name of a run's files: `{model}_{strategy}_s{seed}`, with `_{recipe}-recipe` before `_s` unless the recipe is dogft's."
+    return f"{model}_{strategy}{'' if recipe == 'dogft' else f'_{recipe}-recipe'}_s{seed}"
 
 def run_paths(config:TrainConfig)->dict[str, Path]:
     "Where run `config` writes: metrics JSON, history CSV, best weights, checkpoints folder, TensorBoard folder."
-    out,name = Path(config.out_dir) if config.out_dir else dogft_home(),run_name(config.model, config.strategy, config.seed)
+    out,name = Path(config.out_dir) if config.out_dir else dogft_home(),run_name(config.model, config.strategy, config.seed, config.recipe)
     return dict(metrics=out/'results'/'metrics'/f'{name}_results.json', history=out/'results'/'history'/f'{name}.csv',
                 best=out/'models'/f'{name}_best.pth', checkpoints=out/'models'/'checkpoints'/name,
                 tensorboard=out/'results'/'tensorboard'/name)
@@ -299,8 +307,8 @@ def train_run(config:TrainConfig|dict, # the run's settings
     net,dls,how = _build_loaders(model, c, data_dir, dc, device)
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c))
-    cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait']),
-           ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'])]
+    cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'])]
+    if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait']))
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
     if c.tensorboard: cbs.append(_tensorboard(paths['tensorboard']))
     learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
@@ -312,8 +320,8 @@ def train_run(config:TrainConfig|dict, # the run's settings
     if ck:
         learn.opt.load_state_dict(ck['opt'])
         _set_rng_state(ck['rng'])
-        if not quiet: print(f"resuming {run_name(c.model, c.strategy, c.seed)} after epoch {st['epoch']} of {c.epochs}")
-    if st['epoch'] < c.epochs and st['wait'] < c.patience:
+        if not quiet: print(f"resuming {paths['metrics'].name.removesuffix('_results.json')} after epoch {st['epoch']} of {c.epochs}")
+    if st['epoch'] < c.epochs and (not c.patience or st['wait'] < c.patience):
         with contextlib.ExitStack() as ctx:
             if quiet: ctx.enter_context(learn.no_bar()); ctx.enter_context(learn.no_logging())
             learn.fit(c.epochs - st['epoch'], lr=lrs, cbs=[cosine_schedule(lrs, st['epoch'], c.epochs)])
@@ -322,7 +330,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     model.load_state_dict(best['state_dict'])
     learn.remove_cbs(cbs)  # evaluation is not an epoch to record
     with learn.no_bar(): ev = test_metrics(*learn.get_preds(dl=learn.dls[2]), vocab, df.path[df.split == 'test'].tolist())
-    m = dict(model=c.model, strategy=c.strategy, seed=c.seed, config=asdict(c) | dict(data_dir=str(data_dir.resolve())), key=key,
+    m = dict(model=c.model, strategy=c.strategy, seed=c.seed, recipe=c.recipe, config=asdict(c) | dict(data_dir=str(data_dir.resolve())), key=key,
              versions=versions(), device=str(device), precision=str(dt).replace('torch.', '') if dt else 'float32',
              params_total=total, params_trainable=trainable, trainable_pct=round(100*trainable/total, 3),
              history=history, epochs_run=len(history), best_epoch=best['epoch'], best_val_loss=best['val_loss'],
@@ -333,7 +341,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
              weights=weights_info(model), test_predictions=ev['test_predictions'])
     atomic_write(paths['history'], lambda p: pd.DataFrame(history).to_csv(p, index=False))
     save_json(m, paths['metrics'])
-    if not quiet: print(f"{run_name(c.model, c.strategy, c.seed)}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
+    if not quiet: print(f"{paths['metrics'].name.removesuffix('_results.json')}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
                         f"{m['train_seconds']:.0f} s; wrote {paths['metrics']}")
     return m
 
@@ -413,19 +421,20 @@ def dogft_train(
     model:str='efficientnet_lite0', # timm model name
     strategy:str='freeze', # freeze, partial or full
     seed:int=42, # random seed
+    recipe:str='dogft', # dogft (tuned defaults) or seed (the seed guide's recipe, literally)
     epochs:int=None, # epochs (default: the strategy's)
     lr:float=None, # head learning rate (default: the strategy's)
     batch_size:int=32, # images per batch
     img_size:int=None, # input size (default: the model's)
     weights:str='auto', # auto, hub, none, or a .pth/.safetensors file
-    head_init:str='auto', # imagenet (the head starts as the ImageNet head's rows for the breeds), random, or auto (imagenet unless --weights none)
+    head_init:str='auto', # imagenet (the head starts as the ImageNet head's rows for the breeds), random, or auto (the recipe's; random with --weights none)
     augment:str='light', # none, light or strong
     no_cache_features:store_true=False, # train the whole network on images, even when a frozen prefix could be cached
     views:int=4, # cached views per training image when augmenting
-    bn:str='frozen', # BatchNorm policy of the frozen part: frozen or train
-    patience:int=5, # early-stopping patience, epochs
-    lr_mult:float=1.0, # head lr / first group's lr
-    precision:str='auto', # auto, bf16 or fp32
+    bn:str=None, # BatchNorm policy: eval, frozen or train (default: the recipe's)
+    patience:int=None, # early-stopping patience in epochs, 0 for none (default: the recipe's)
+    lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
+    precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     device:str='auto', # auto, cpu, cuda, mps
     data_dir:str=None, # processed data (default: $DOGFT_HOME/data/processed)
     out_dir:str=None, # root of results/ and models/ (default: $DOGFT_HOME)
@@ -435,7 +444,7 @@ def dogft_train(
 ):
     "Train one run (model × strategy × seed) and write its metrics JSON and best checkpoint."
     kw = {k: v for k,v in locals().items() if k not in ('no_cache_features', 'no_resume')}
-    try: return train_run(TrainConfig(**kw, cache_features=not no_cache_features, resume=not no_resume))
+    try: return train_run(TrainConfig(**kw, cache_features=False if no_cache_features else None, resume=not no_resume))
     except DogftError as e:
         if not is_cli(dogft_train): raise
         print(f"dogft-train: error: {e}", file=sys.stderr)

@@ -187,7 +187,7 @@ def test_splitter_groups_are_trainable_stages_head_last():
 def test_unknown_strategy_and_bn_policy():
     m = rand_model('efficientnet_b0')
     with pytest.raises(DogftError, match='freeze, partial, full'): apply_strategy(m, 'finetune')
-    with pytest.raises(DogftError, match='frozen, train'): apply_strategy(m, 'freeze', bn='eval')
+    with pytest.raises(DogftError, match='eval, frozen, train'): apply_strategy(m, 'freeze', bn='batch')
     with pytest.raises(DogftError, match='freeze, partial, full'): strategy_defaults('finetune')
     assert strategy_defaults('freeze', lr=0.01, batch_size=None) == dict(strategy='freeze', lr=0.01, epochs=15, batch_size=32)
 
@@ -201,15 +201,17 @@ def _train_steps(model, steps=2):
         model.train()  # as fastai does each epoch
 
 
-@pytest.mark.parametrize('bn', ['frozen', 'train'])
+@pytest.mark.parametrize('bn', ['eval', 'frozen', 'train'])
 def test_bn_policy(bn):
+    "eval: no BatchNorm statistics move; frozen: only the trained stages' move; train: all move. No policy unfreezes weights."
     m = rand_model('resnet50')
     apply_strategy(m, 'partial', bn=bn)
-    frozen = [n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d) and not n.startswith(('layer3', 'layer4'))]
-    assert frozen_bn_layers(m) == (frozen if bn == 'frozen' else [])
+    bns = [n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)]
+    frozen = [n for n in bns if not n.startswith(('layer3', 'layer4'))]
+    assert frozen_bn_layers(m) == dict(eval=bns, frozen=frozen, train=[])[bn]
+    assert not any(p.requires_grad for n, p in m.named_parameters() if n.rpartition('.')[0] in frozen)
     before = bn_state(m); _train_steps(m); after = bn_state(m)
-    frozen_keys = [k for k in before if k.rpartition('.')[0] in frozen]
-    same = [torch.equal(before[k], after[k]) for k in frozen_keys]
-    if bn == 'frozen': assert all(same)
-    else: assert not any(s for k, s in zip(frozen_keys, same) if 'running' in k)
-    assert not torch.equal(before['layer4.2.bn3.running_mean'], after['layer4.2.bn3.running_mean'])
+    unchanged = lambda names: [torch.equal(before[k], after[k]) for k in before if 'running' in k and k.rpartition('.')[0] in names]
+    if bn == 'train': assert not any(unchanged(frozen))
+    else: assert all(unchanged(frozen))
+    assert all(unchanged([n for n in bns if n.startswith('layer4')])) == (bn == 'eval')

@@ -10,8 +10,8 @@ from dogft.run_all import check_params, notebook_params, standin_train_notebook,
 ROOT = Path(__file__).resolve().parents[1]
 CMD = str(Path(sys.executable).parent/'dogft-run-all')
 BREEDS = 'beagle,boxer'
-STANDIN_PARAMS = dict(model='efficientnet_lite0', strategy='freeze', seed=42, epochs=None, lr=None, batch_size=32, img_size=None,
-    weights='auto', augment='light', cache_features=True, bn='frozen', patience=5, device='auto', data_dir=None, out_dir=None,
+STANDIN_PARAMS = dict(model='efficientnet_lite0', strategy='freeze', seed=42, recipe='dogft', epochs=None, lr=None, batch_size=32, img_size=None,
+    weights='auto', augment='light', cache_features=None, bn=None, patience=None, device='auto', data_dir=None, out_dir=None,
     resume=True, breeds=None, tensorboard=False)
 has_train = importlib.util.find_spec('dogft.train') is not None
 real_nb = ROOT/'nbs'/'03_train.ipynb'

@@ -25,7 +25,7 @@ def tiny(tmp_path_factory):
 
 def _cfg(tiny, out, **kw):
     return TrainConfig(**dict(dict(model='efficientnet_lite0', data_dir=str(tiny), out_dir=str(out), img_size=64, batch_size=8,
-                                   epochs=2, views=2), **kw))
+                                   epochs=2, views=2, patience=5), **kw))
 
 def _train_cli(cfg: TrainConfig, *extra):
     args = [str(BIN/'dogft-train'), '--model', cfg.model, '--strategy', cfg.strategy, '--epochs', str(cfg.epochs),
@@ -108,3 +108,16 @@ def test_tensorboard_logging(tiny, tmp_path):
     cfg = _cfg(tiny, tmp_path, epochs=1, tensorboard=True)
     train_run(cfg, quiet=True)
     assert list(run_paths(cfg)['tensorboard'].rglob('events.out.tfevents.*'))
+
+
+def test_seed_recipe_run(tiny, tmp_path):
+    "The seed recipe: random head, BatchNorm in train mode, the whole network every epoch in float32, no early stop; its own files."
+    cfg = _cfg(tiny, tmp_path, recipe='seed', patience=None, epochs=2)
+    m = train_run(cfg, quiet=True)
+    assert run_paths(cfg)['metrics'].name == 'efficientnet_lite0_freeze_seed-recipe_s42_results.json'
+    assert m['recipe'] == 'seed' and m['training']['features'] == 'none' and m['precision'] == 'float32'
+    assert (m['config']['head_init'], m['config']['bn'], m['config']['patience']) == ('random', 'train', 0)
+    assert m['epochs_run'] == 2
+    dogft = train_run(_cfg(tiny, tmp_path), quiet=True)  # the dogft recipe's run beside it, in its own files
+    assert dogft['recipe'] == 'dogft' and dogft['config']['bn'] == 'eval' and dogft['training']['features'] == 'cached'
+    assert len(list((tmp_path/'results'/'metrics').glob('*_results.json'))) == 2
