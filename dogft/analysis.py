@@ -22,9 +22,9 @@ __all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'write_text
            'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs', 'strategy_rank', 'wilson_interval',
            't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs', 'overfitting', 'group_runs', 'pretrained',
            'n_correct', 'best_config', 'best_run', 'compare_configs', 'comparison_verdict', 'summarize_config',
-           'comparison_table', 'format_table', 'markdown_table', 'describe', 'confused_pairs', 'summed_confusion',
-           'classification_reports', 'plot_curves', 'plot_confusion', 'plot_table', 'image_path', 'plot_gallery',
-           'write_reports', 'comparison_markdown', 'analyze', 'dogft_analyze']
+           'comparison_table', 'format_table', 'markdown_table', 'describe', 'which_to_pick', 'confused_pairs',
+           'summed_confusion', 'classification_reports', 'plot_curves', 'plot_confusion', 'plot_table', 'image_path',
+           'plot_gallery', 'write_reports', 'comparison_markdown', 'analyze', 'dogft_analyze']
 
 # %% ../nbs/04_analysis.ipynb #a9496c09
 def write_text(path:Path, text:str)->Path:
@@ -306,7 +306,8 @@ def summarize_config(rs:list[dict], # the runs of one model × strategy
     "Aggregate the seeds of one configuration: means, intervals, parameters, time, overfitting flags."
     m0,n_test = rs[0],len(rs[0]['test_predictions'])
     row = dict(model=m0['model'], strategy=config_label(m0), n_seeds=len(rs), seeds=','.join(str(m['seed']) for m in rs),
-               pretrained=pretrained(m0) if len({pretrained(m) for m in rs}) == 1 else None, n_test=n_test)
+               pretrained=pretrained(m0) if len({pretrained(m) for m in rs}) == 1 else None, n_test=n_test,
+               n_train=(m0.get('n_images') or {}).get('train'))
     for k in ('best_val_acc', 'test_acc', 'macro_f1', 'test_loss'):
         mean,lo,hi = t_interval([m.get(k) for m in rs], conf)
         row |= {k: mean, f'{k}_lo': lo, f'{k}_hi': hi, f'{k}_pm': (hi - lo)/2}
@@ -449,6 +450,38 @@ def describe(df:pd.DataFrame, # numeric table from `comparison_table`
                  f"p-values are per test, not corrected for the {sum(len(t) for t in tests.values())} tests made.")
     if skipped: lines.append(f"- **Skipped {len(skipped)} metrics file(s)**: " + '; '.join(f'`{f}` ({why})' for f,why in skipped) + '.')
     return '\n'.join(lines) + '\n'
+
+# %% ../nbs/04_analysis.ipynb #654ae3cf
+def which_to_pick(df:pd.DataFrame, # numeric table from `comparison_table`
+                  best:tuple, # best configuration
+                  tests:dict, # paired tests from `comparison_table`
+                  alpha:float=0.05 # significance level
+                 )->str: # markdown bullet points
+    "Measured advice: the cheapest trained configuration the test set cannot tell from the best, and whether training pays."
+    rows = {(r['model'], r['strategy']): r for r in df.to_dict('records') if r.get('n_seeds')}
+    tied = [k for k in rows if k == best or (tests.get(k) and all(t['p'] >= alpha for t in tests[k]))]
+    trained = [k for k in tied if k[1] != 'zero-shot']
+    if not trained: return ''
+    pick,b = min(trained, key=lambda k: (rows[k]['train_seconds'], -rows[k]['test_acc'])),rows[best]
+    r = rows[pick]
+    cost = '' if pick == best or not r['train_seconds'] else f", {b['train_seconds']/r['train_seconds']:.1f}× less than the best's {b['train_seconds']:.0f} s"
+    why = ('the best configuration, and no cheaper trained one is within chance of it' if pick == best else
+           f"the cheapest trained configuration that the paired tests cannot tell from the best ({_name(best)})")
+    lines = [f"- **Pick {_name(pick)}**: {why}: test accuracy {_ci(r, 'test_acc')}, {r['train_seconds']:.0f} s of training{cost}, "
+             f"{_pct(r['trainable_pct']/100, 2)} of the parameters trained."]
+    for model in dict.fromkeys(k[0] for k in rows):
+        z = rows.get((model, 'zero-shot'))
+        if z is None: continue
+        n = f" on {int(r['n_train'])} training images" if r.get('n_train') else ''
+        if (model, 'zero-shot') in tied:
+            lines.append(f"- The zero-shot ImageNet head of {model} ({_pct(z['test_acc'])}) is itself within chance of the best{n}: "
+                         "every breed here is an ImageNet class, so fine-tuning has little left to add that this test set can confirm. "
+                         "Training pays where ImageNet's head is weak (look-alike breeds, breeds it does not have).")
+        below = [k for k in rows if k[0] == model and k[1] != 'zero-shot' and rows[k]['test_acc'] < z['test_acc']]
+        if below: lines.append(f"- Below {model}'s zero-shot head ({_pct(z['test_acc'])}) on mean test accuracy: "
+                               + ', '.join(f"{k[1]} ({_pct(rows[k]['test_acc'])})" for k in below) + ' — training these made the model worse.')
+    return '\n'.join(lines) + '\n'
+
 
 # %% ../nbs/04_analysis.ipynb #827d6950
 def confused_pairs(cm, # confusion matrix, rows true, columns predicted
@@ -593,7 +626,8 @@ def write_reports(runs:list[dict], out:Path)->dict[str, Path]:
 
 def comparison_markdown(df, table, best, tests, groups, skipped, alpha=0.05)->str:
     "The whole `results/comparison.md`: prose, table, legend, most confused pairs."
-    md = ['# Comparison of runs', '', describe(df, best, tests, skipped, alpha), markdown_table(table),
+    md = ['# Comparison of runs', '', describe(df, best, tests, skipped, alpha), '## Which one to pick', '',
+          which_to_pick(df, best, tests, alpha), '## The table', '', markdown_table(table),
           '★ best configuration. Several seeds: mean ± half-width of the 95% t-interval over seeds (the CSV has the bounds, '
           'clipped to [0, 1]); one seed: value, and for test accuracy [95% Wilson interval]; `CI` says which. '
           '`vs best`: McNemar exact test against ★ on the same test images, one test per seed pair.', '',
