@@ -198,8 +198,13 @@ def fmt_seconds(s:float|None)->str:
     s = int(round(s)); h, r = divmod(s, 3600); m, s = divmod(r, 60)
     return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
 
-def _eta(durations:list, left:int)->float|None:
-    return sum(durations)/len(durations)*left if durations else (0. if left == 0 else None)
+def _eta(durations:dict, # seconds of the finished runs, by kind (model, strategy)
+         left:list # the kind of each run still to do
+        )->float|None: # seconds; None while nothing has finished
+    "Time left: each run to do takes the mean of the finished runs of its kind, else the mean of all finished runs."
+    every = [s for v in durations.values() for s in v]
+    if not left or not every: return 0. if not left else None
+    return float(sum(sum(d)/len(d) for d in (durations.get(k) or every for k in left)))
 
 # %% ../nbs/03b_run_all.ipynb #15691e96
 SUMMARY_COLUMNS = ['model', 'strategy', 'seed', 'status', 'test_acc', 'best_val_acc', 'train_seconds', 'notebook', 'cell', 'error']
@@ -255,7 +260,8 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
                 plan.append((p, config, done if done is not None and not force else None))
     todo = sum(done is None for *_, done in plan)
     print(f"dogft-run-all: {len(plan)} runs ({todo} to run, {len(plan)-todo} finished) with {nb.name}; data {data}; results in {root}")
-    rows, durations, t0, n = [], [], time.monotonic(), len(plan)
+    rows, durations, t0, n = [], {}, time.monotonic(), len(plan)
+    queue = [(p['model'], p['strategy']) for p, _, done in plan if done is None]  # the kinds of the runs to do, in order
     for i, (p, config, done) in enumerate(plan, 1):
         tag = f"[{i}/{n}] {train.run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
         path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
@@ -263,16 +269,16 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
             rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
             print(f"{tag}: finished before, skipped (test_acc {done.get('test_acc')})")
             continue
-        print(f"{tag}: running — elapsed {fmt_seconds(time.monotonic()-t0)}, left ~{fmt_seconds(_eta(durations, todo))}", flush=True)
+        print(f"{tag}: running — elapsed {fmt_seconds(time.monotonic()-t0)}, left ~{fmt_seconds(_eta(durations, queue))}", flush=True)
         rec = execute_run(nb, path, p)
-        durations.append(rec['seconds']); todo -= 1
+        durations.setdefault(queue.pop(0), []).append(rec['seconds'])
         metrics = train.finished_metrics(config) if rec['status'] == 'ran' else None
         if rec['status'] == 'ran' and metrics is None:
             rec.update(status='failed', error='the notebook finished but wrote no metrics for this configuration')
         rows.append(_row(p['model'], p['strategy'], p['seed'], rec['status'], metrics, rec))
         what = f"test_acc {metrics.get('test_acc')}" if metrics else f"FAILED at cell {rec['cell']}: {rec['error']}"
         print(f"{tag}: {rec['status']} in {fmt_seconds(rec['seconds'])} ({what}) — elapsed {fmt_seconds(time.monotonic()-t0)}, "
-              f"left ~{fmt_seconds(_eta(durations, todo))}", flush=True)
+              f"left ~{fmt_seconds(_eta(durations, queue))}", flush=True)
     df = summary_table(rows)
     (root/'results'/'runs').mkdir(parents=True, exist_ok=True)
     df.to_csv(root/'results'/'runs'/'summary.csv', index=False)
