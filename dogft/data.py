@@ -527,6 +527,11 @@ def make_fake_stanford(root:Path, # folder to create
     return root
 
 # %% ../nbs/00_data.ipynb #cbfe2a23
+def _umask()->int:
+    "The process's file-mode creation mask."
+    m = os.umask(0); os.umask(m)
+    return m
+
 def atomic_write(path:Path, # final location
                  write # `write(tmp_path)` writes the content
                 )->Path: # `path`
@@ -535,7 +540,10 @@ def atomic_write(path:Path, # final location
     path.parent.mkdir(parents=True, exist_ok=True)
     fd,tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
-    try: write(Path(tmp)); os.replace(tmp, path)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make every result private to its writer
+        os.replace(tmp, path)
     except BaseException: Path(tmp).unlink(missing_ok=True); raise
     return path
 
