@@ -68,8 +68,11 @@ def mixed_import_cells(nb_path:Path)->list[int]:
     "Indices of cells nbdev runs at docs time because they import, that also do something else."
     from nbdev.process import NBProcessor
     from nbdev.processors import _do_eval
+    cells = NBProcessor(nb_path).nb.cells
+    documented = lambda c: c.cell_type == 'code' and (c.directives_.keys() & {'export', 'exports', 'exec_doc'} or 'show_doc(' in c.source)
+    if not any(map(documented, cells)): return []  # nbdev runs no cell of a notebook without exports or show_doc
     bad = []
-    for c in NBProcessor(nb_path).nb.cells:
+    for c in cells:
         if c.cell_type != 'code' or c.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'}: continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
