@@ -13,9 +13,10 @@ docs time) into a fresh `_proc/`, one notebook at a time so that every broken pa
 - each page renders (nbconvert, no execution), loads in Chromium, has the notebook's H1 as its title and
   heading, shows every `<img>` (naturalWidth > 0), and has no Python traceback or error output.
 
-Screenshots of the home page, the analysis page's report and the tutorial's results go to `results/screenshots/`.
+The tutorial and the analysis page must show figures (their kept outputs of a real run). Screenshots of the home
+page, the analysis page's report and the tutorial's results go to `results/screenshots/`.
 
-Run: `python tools/docs_check.py` (`--out DIR` keeps the HTML there; `--no-screenshots`). Chromium: `$CHROMIUM`,
+Run: `python tools/docs_check.py` (`--out DIR` keeps the HTML there; `--screenshots DIR`, `--no-screenshots`). Chromium: `$CHROMIUM`,
 else `chromium` (Debian: `apt-get install -y chromium`), `chromium-browser` or `google-chrome` on the PATH.
 Exit status 0 when every page passes, 1 with the list of problems.
 """
@@ -28,6 +29,8 @@ SHOTS = ROOT/'results'/'screenshots'
 # screenshot file: (notebook, heading id to scroll to or None)
 SCREENSHOTS = {'home.png': ('index', None), 'analysis.png': ('04_analysis', 'The-report'),
                'tutorial.png': ('tutorial', 'Compare-the-runs')}
+# pages that must show real results: notebook -> fewest figures (kept outputs of a real run)
+MIN_FIGURES = {'tutorial': 4, '04_analysis': 3}
 BROWSERS = ('chromium', 'chromium-browser', 'google-chrome')
 CHROME_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
                 '--no-first-run', '--disable-component-update', '--disable-sync', '--hide-scrollbars']
@@ -132,7 +135,7 @@ def quarto_cell(cell:dict)->dict|None:
 
 def quarto_markdown(md:str)->str:
     "Markdown as Quarto shows it in HTML: markdown-only blocks dropped, other fenced divs unwrapped, link attributes removed."
-    md = re.sub(r'^:::+\s*\{[^}]*content-visible[^}]*when-format="markdown"[^}]*\}\s*\n.*?^:::+\s*$', '', md, flags=re.M | re.S)
+    md = re.sub(r'^:::+[ \t]*\{[^}\n]*content-visible[^}\n]*when-format="markdown"[^}\n]*\}[ \t]*\n.*?^:::+[ \t]*$\n?', '', md, flags=re.M | re.S)
     md = re.sub(r'^:::+.*$\n?', '', md, flags=re.M)
     return re.sub(r'(\]\([^)\s]*\))\{[^}\n]*\}', r'\1', md)
 
@@ -202,10 +205,13 @@ def browser_check(browser:str, page:Path)->dict|None:
     m = re.search(r'<script type="application/json" id="docs-check">(.*?)</script>', dom, re.S)
     return json.loads(m.group(1)) if m else None
 
-def page_problems(name:str, seen:dict|None, h1:str|None)->list[str]:
-    "What is wrong with a loaded page, given what the check script saw and the notebook's H1."
+def page_problems(name:str, seen:dict|None, h1:str|None, min_figures:int=0)->list[str]:
+    "What is wrong with a loaded page, given what the check script saw, the notebook's H1 and the figures it must show."
     if seen is None: return [f"{name}: the page did not load in Chromium"]
     p = []
+    if seen['images'] < min_figures:
+        p.append(f"{name}: shows {seen['images']} figures, expected at least {min_figures}: execute the notebook on real results "
+                 f"(`jupyter nbconvert --to notebook --execute --inplace`) and commit it with its outputs")
     if h1 and not seen['title'].startswith(h1): p.append(f"{name}: page title {seen['title']!r} is not the notebook's H1 {h1!r}")
     if h1 and h1 not in seen['h1']: p.append(f"{name}: no <h1> {h1!r} on the page (found {seen['h1']})")
     if seen['broken']: p.append(f"{name}: {len(seen['broken'])} of {seen['images']} images did not load: {seen['broken']}")
@@ -220,7 +226,7 @@ def screenshot(browser:str, page:Path, dest:Path, anchor:str|None=None):
            '--window-size=1280,2000', f'--screenshot={dest}')
 
 def check(out:Path|None=None, # where the HTML pages go; None: a temporary folder
-          shots:bool=True, # write the screenshots
+          shots:Path|None=SHOTS, # where the screenshots go; None: no screenshots
           say=print)->list[str]: # the problems found
     "Process, render and load every page of the site; the list of problems (empty: the docs are fine)."
     browser = find_chromium()
@@ -252,20 +258,21 @@ def check(out:Path|None=None, # where the HTML pages go; None: a temporary folde
             continue
         problems += [f"nbs/{n}.ipynb {e}" for e in notebook_errors(proc/f'{n}.ipynb')]
         seen = browser_check(browser, html_pages[n])
-        problems += page_problems(f"{html_pages[n].name} (nbs/{n}.ipynb)", seen, titles[n][0])
+        problems += page_problems(f"{html_pages[n].name} (nbs/{n}.ipynb)", seen, titles[n][0], MIN_FIGURES.get(n, 0))
         say(f"docs-check: {html_pages[n].name}: " + (f"{seen['images']} images, {len(seen['broken'])} broken" if seen else 'did not load'))
     if shots:
         for f,(n,anchor) in SCREENSHOTS.items():
-            if n in html_pages: screenshot(browser, html_pages[n], SHOTS/f, anchor); say(f"docs-check: wrote {(SHOTS/f).relative_to(ROOT)}")
+            if n in html_pages: screenshot(browser, html_pages[n], Path(shots)/f, anchor); say(f"docs-check: wrote {Path(shots)/f}")
     say(f"docs-check: {len(html_pages)} pages in {out} checked in {time.time() - t0:.0f} s")
     return problems
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--out', help='folder for the HTML pages (default: a temporary folder)')
-    ap.add_argument('--no-screenshots', action='store_true', help='do not write results/screenshots/*.png')
+    ap.add_argument('--screenshots', default=str(SHOTS), help='folder for the screenshots (default: results/screenshots)')
+    ap.add_argument('--no-screenshots', action='store_true', help='take no screenshots')
     a = ap.parse_args()
-    found = check(a.out, not a.no_screenshots)
+    found = check(a.out, None if a.no_screenshots else Path(a.screenshots))
     if found:
         print(f"docs-check: {len(found)} problem(s):\n" + '\n'.join(f'- {p}' for p in found), file=sys.stderr)
         sys.exit(1)
