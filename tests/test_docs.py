@@ -18,6 +18,20 @@ def test_quarto_markdown():
     md = '::: {.content-visible when-format="markdown"}\n![](results/x.png)\n:::\nkept\n::: {.callout-note}\nnote\n:::\n[source](u){target="_blank"}'
     assert docs_check.quarto_markdown(md) == 'kept\nnote\n[source](u)'
 
+def test_quarto_cell():
+    "Quarto's cell options as Quarto applies them: `include: false` drops the cell, `echo: false` hides the code, `output: asis` makes printed text markdown."
+    cell = lambda src, outs=(): dict(cell_type='code', source=src, metadata={}, outputs=list(outs), execution_count=None)
+    assert docs_check.quarto_cell(cell('#| include: false\nx = 1')) is None
+    c = docs_check.quarto_cell(cell('#| echo: false\n#| output: asis\nprint("**b**")', [dict(output_type='stream', name='stdout', text='**b**\n')]))
+    assert c['source'] == 'print("**b**")' and c['metadata']['tags'] == ['remove_input']
+    assert c['outputs'][0]['data'] == {'text/markdown': '**b**\n'}
+
+def test_readme_for_markdown():
+    "The README keeps Quarto's markdown-only blocks and drops HTML-only ones, like `quarto render -t gfm`."
+    import make_readme
+    md = '::: {.content-visible when-format="markdown"}\n![shot](results/screenshots/home.png)\n:::\n\n::: {.content-visible when-format="html"}\nsite only\n:::\nend'
+    assert make_readme.for_markdown(md) == '![shot](results/screenshots/home.png)\n\nend'
+
 def test_sidebar_lists_every_notebook():
     "`nbs/sidebar.yml` names every notebook once, and nothing else."
     assert docs_check.sidebar_problems() == []

@@ -192,22 +192,23 @@ def notebook_errors(proc_nb:Path)->list[str]:
             elif 'Traceback (most recent call last)' in txt: out.append(f"cell {i}: a traceback in the output")
     return out
 
-def chrome(browser:str, url:str, *args:str, timeout:int=60)->str:
-    "Run headless Chromium on `url` with `args`; its stdout."
+def chrome(browser:str, url:str, *args:str, timeout:int=60)->tuple[str, str]:
+    "Run headless Chromium on `url` with `args`: its stdout, and the end of its stderr when it failed."
     with tempfile.TemporaryDirectory(prefix='docs-check-chrome-') as ud:
-        r = subprocess.run([browser, *CHROME_FLAGS, f'--user-data-dir={ud}', *args, url],
-                           capture_output=True, text=True, timeout=timeout)
-    return r.stdout
+        try: r = subprocess.run([browser, *CHROME_FLAGS, f'--user-data-dir={ud}', *args, url],
+                                capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired: return '', f'no answer in {timeout} s'
+    return r.stdout, '' if r.returncode == 0 else f'exit status {r.returncode}: ' + ' | '.join(r.stderr.strip().splitlines()[-3:])
 
-def browser_check(browser:str, page:Path)->dict|None:
-    "Load `page` in Chromium and return what the check script saw (None if the page did not load)."
-    dom = chrome(browser, page.as_uri(), '--virtual-time-budget=10000', '--dump-dom')
+def browser_check(browser:str, page:Path)->dict:
+    "Load `page` in Chromium: what the check script saw, or `{'error': ...}` if the page did not load."
+    dom,err = chrome(browser, page.as_uri(), '--virtual-time-budget=10000', '--dump-dom')
     m = re.search(r'<script type="application/json" id="docs-check">(.*?)</script>', dom, re.S)
-    return json.loads(m.group(1)) if m else None
+    return json.loads(m.group(1)) if m else {'error': err or 'the check script did not run'}
 
-def page_problems(name:str, seen:dict|None, h1:str|None, min_figures:int=0)->list[str]:
+def page_problems(name:str, seen:dict, h1:str|None, min_figures:int=0)->list[str]:
     "What is wrong with a loaded page, given what the check script saw, the notebook's H1 and the figures it must show."
-    if seen is None: return [f"{name}: the page did not load in Chromium"]
+    if 'error' in seen: return [f"{name}: the page did not load in Chromium ({seen['error']})"]
     p = []
     if seen['images'] < min_figures:
         p.append(f"{name}: shows {seen['images']} figures, expected at least {min_figures}: execute the notebook on real results "
@@ -219,11 +220,13 @@ def page_problems(name:str, seen:dict|None, h1:str|None, min_figures:int=0)->lis
     if seen['text'] < 200: p.append(f"{name}: the page is (nearly) empty ({seen['text']} characters)")
     return p
 
-def screenshot(browser:str, page:Path, dest:Path, anchor:str|None=None):
-    "A 1280×2000 screenshot of `page` (scrolled to `anchor`) into `dest`."
+def screenshot(browser:str, page:Path, dest:Path, anchor:str|None=None)->str:
+    "A 1280×2000 screenshot of `page` (scrolled to `anchor`) into `dest`; what went wrong, or ''."
     dest.parent.mkdir(parents=True, exist_ok=True)
-    chrome(browser, page.as_uri() + (f'#{anchor}' if anchor else ''), '--virtual-time-budget=10000',
-           '--window-size=1280,2000', f'--screenshot={dest}')
+    dest.unlink(missing_ok=True)
+    _,err = chrome(browser, page.as_uri() + (f'#{anchor}' if anchor else ''), '--virtual-time-budget=10000',
+                   '--window-size=1280,2000', f'--screenshot={dest}')
+    return err or ('' if dest.exists() else 'no screenshot written')
 
 def check(out:Path|None=None, # where the HTML pages go; None: a temporary folder
           shots:Path|None=SHOTS, # where the screenshots go; None: no screenshots
@@ -259,10 +262,12 @@ def check(out:Path|None=None, # where the HTML pages go; None: a temporary folde
         problems += [f"nbs/{n}.ipynb {e}" for e in notebook_errors(proc/f'{n}.ipynb')]
         seen = browser_check(browser, html_pages[n])
         problems += page_problems(f"{html_pages[n].name} (nbs/{n}.ipynb)", seen, titles[n][0], MIN_FIGURES.get(n, 0))
-        say(f"docs-check: {html_pages[n].name}: " + (f"{seen['images']} images, {len(seen['broken'])} broken" if seen else 'did not load'))
+        say(f"docs-check: {html_pages[n].name}: " + (f"{seen['images']} images, {len(seen['broken'])} broken" if 'error' not in seen else 'did not load'))
     if shots:
         for f,(n,anchor) in SCREENSHOTS.items():
-            if n in html_pages: screenshot(browser, html_pages[n], Path(shots)/f, anchor); say(f"docs-check: wrote {Path(shots)/f}")
+            if n not in html_pages: continue
+            if err := screenshot(browser, html_pages[n], Path(shots)/f, anchor): problems.append(f"screenshot {f} failed: {err}")
+            else: say(f"docs-check: wrote {Path(shots)/f}")
     say(f"docs-check: {len(html_pages)} pages in {out} checked in {time.time() - t0:.0f} s")
     return problems
 
