@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
 SHOTS = ROOT/'results'/'screenshots'
-# screenshot file: (notebook, heading id to scroll to or None)
+# screenshot file: (notebook, id of the heading the screenshot starts at, or None for the top)
 SCREENSHOTS = {'home.png': ('index', None), 'analysis.png': ('04_analysis', 'The-report'),
                'tutorial.png': ('tutorial', 'Compare-the-runs')}
 # pages that must show real results: notebook -> fewest figures (kept outputs of a real run)
@@ -142,6 +142,10 @@ def quarto_markdown(md:str)->str:
 _CELL_KEYS = {'cell_type', 'execution_count', 'id', 'metadata', 'outputs', 'source', 'attachments'}  # nbformat's; nbdev adds others
 
 _CHECK_JS = """<script>
+// `?from=ID`: start the page at the cell holding heading ID (for screenshots of one section; scrolling does not paint headless)
+const from = new URLSearchParams(location.search).get('from');
+const start = from && document.getElementById(from) && document.getElementById(from).closest('.jp-Cell');
+if (start) for (let c = start.previousElementSibling; c; c = c.previousElementSibling) if (c.classList.contains('jp-Cell')) c.style.display = 'none';
 window.addEventListener('load', () => {
   const imgs = [...document.images];
   const r = {title: document.title, h1: [...document.querySelectorAll('h1')].map(h => h.textContent.trim()),
@@ -174,7 +178,8 @@ def render(proc_nb:Path, # a processed notebook in `_proc/`
     body,_ = HTMLExporter(config=cfg, template_name='lab').from_notebook_node(
         nbformat.reads(json.dumps(nb), as_version=4), resources={'metadata': {'name': fm.get('title', proc_nb.stem), 'path': str(nbs)}})
     body = re.sub(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>', '', body)  # offline: no CDN require.js / MathJax
-    title,desc = html.escape(str(fm.get('title', ''))),html.escape(str(fm.get('description', '')))
+    title = html.escape(str(fm.get('title', '')))
+    desc = re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(str(fm.get('description', ''))))  # Quarto renders it as markdown
     head = f'<header style="padding: 1rem 2rem 0; font-family: system-ui, sans-serif"><h1 class="title">{title}</h1><p class="description"><em>{desc}</em></p></header>'
     body = re.sub(r'<title>.*?</title>', f'<title>{title} – dogft</title>', body, count=1, flags=re.S)
     body = re.sub(r'(<body[^>]*>)', r'\1' + head.replace('\\', r'\\'), body, count=1)
@@ -221,10 +226,10 @@ def page_problems(name:str, seen:dict, h1:str|None, min_figures:int=0)->list[str
     return p
 
 def screenshot(browser:str, page:Path, dest:Path, anchor:str|None=None)->str:
-    "A 1280×2000 screenshot of `page` (scrolled to `anchor`) into `dest`; what went wrong, or ''."
+    "A 1280×2000 screenshot of `page` (from the section with heading id `anchor`) into `dest`; what went wrong, or ''."
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.unlink(missing_ok=True)
-    _,err = chrome(browser, page.as_uri() + (f'#{anchor}' if anchor else ''), '--virtual-time-budget=10000',
+    _,err = chrome(browser, page.as_uri() + (f'?from={anchor}' if anchor else ''), '--virtual-time-budget=10000',
                    '--window-size=1280,2000', f'--screenshot={dest}')
     return err or ('' if dest.exists() else 'no screenshot written')
 
