@@ -388,7 +388,7 @@ def format_table(df:pd.DataFrame # from `comparison_table`
                     'test loss': '–' if empty else _num(r['test_loss']),
                     'params (trainable, share)': '–' if empty else
                         f"{_count(r['params_total'])} ({_count(r['params_trainable'])}, {r['trainable_pct']:.2f}%)",
-                    'epochs': '–' if empty else _num(r['epochs_run'], '{:g}'),
+                    'epochs': '–' if empty else _num(r['epochs_run'], '{:.3g}'),
                     'train time': '–' if empty else _num(r['train_seconds'], '{:.0f} s'),
                     'overfitting': '–' if empty else (f"{r['overfit_runs']}/{r['n_seeds']} runs" if r['overfit_runs'] else 'no'),
                     'vs best (McNemar)': '–' if empty else r['vs_best'],
@@ -479,7 +479,9 @@ def which_to_pick(df:pd.DataFrame, # numeric table from `comparison_table`
                          "Training pays where ImageNet's head is weak (look-alike breeds, breeds it does not have).")
         below = [k for k in rows if k[0] == model and k[1] != 'zero-shot' and rows[k]['test_acc'] < z['test_acc']]
         if below: lines.append(f"- Below {model}'s zero-shot head ({_pct(z['test_acc'])}) on mean test accuracy: "
-                               + ', '.join(f"{k[1]} ({_pct(rows[k]['test_acc'])})" for k in below) + ' — training these made the model worse.')
+                               + ', '.join(f"{k[1]} ({_pct(rows[k]['test_acc'])}, "
+                                           + ('within chance of the best' if k in tied else 'significantly below the best') + ')' for k in below)
+                               + ' — on these images, training them bought nothing over not training at all.')
     return '\n'.join(lines) + '\n'
 
 
