@@ -561,15 +561,16 @@ def save_json(obj, # JSON-able, numpy and torch values included
 
 # %% ../nbs/00_data.ipynb #97bc64a7
 def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/processed`
-                breeds=None, # wanted breeds; `None`: `DEFAULT_BREEDS`
+                breeds=None, # wanted breeds; `None`: those of the existing folder, else `DEFAULT_BREEDS`
                 source=None, # as in `prepare_data`; `None`: `$DOGFT_SOURCE`, else `shared_stanford_dogs()`, else download
                 seed:int=42, # split seed
                 quiet:bool=False # print nothing but errors
                )->Path: # the processed folder
     "A processed folder with `breeds` split with `seed`: the existing one if it matches (from any source), else `prepare_data`."
     d = Path(data_dir) if data_dir is not None else default_data_dir()
-    names = sorted(b.name for b in resolve_breeds(breeds))
     old = _read_stamp(d)
+    if breeds is None and source is None and (d/'split.csv').exists(): breeds = ((old or {}).get('key') or {}).get('breeds')
+    names = sorted(b.name for b in resolve_breeds(breeds))
     if source is None and old and (old.get('key') or {}).get('breeds') == names and old['key'].get('seed') == seed \
         and (d/'split.csv').exists(): return d
     if source is None: source = os.environ.get('DOGFT_SOURCE') or shared_stanford_dogs()
