@@ -287,7 +287,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
              )->dict: # the metrics written to `results/metrics/{run}_results.json`
     "Train one model × strategy × seed and evaluate its best weights on the test split."
     c = resolve_config(config)
-    paths = run_paths(c)
+    paths,name = run_paths(c),run_name(c.model, c.strategy, c.seed, c.recipe)
     data_dir = _data_dir(c)
     key = run_key(c, data_dir)
     if c.resume and (done := finished_metrics(c)) is not None:
@@ -320,7 +320,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     if ck:
         learn.opt.load_state_dict(ck['opt'])
         _set_rng_state(ck['rng'])
-        if not quiet: print(f"resuming {paths['metrics'].name.removesuffix('_results.json')} after epoch {st['epoch']} of {c.epochs}")
+        if not quiet: print(f"resuming {name} after epoch {st['epoch']} of {c.epochs}")
     if st['epoch'] < c.epochs and (not c.patience or st['wait'] < c.patience):
         with contextlib.ExitStack() as ctx:
             if quiet: ctx.enter_context(learn.no_bar()); ctx.enter_context(learn.no_logging())
@@ -341,7 +341,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
              weights=weights_info(model), test_predictions=ev['test_predictions'])
     atomic_write(paths['history'], lambda p: pd.DataFrame(history).to_csv(p, index=False))
     save_json(m, paths['metrics'])
-    if not quiet: print(f"{paths['metrics'].name.removesuffix('_results.json')}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
+    if not quiet: print(f"{name}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
                         f"{m['train_seconds']:.0f} s; wrote {paths['metrics']}")
     return m
 
