@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.metrics import classification_report, f1_score
 from fastcore.script import call_parse, is_cli
 
-from .data import DogftError, atomic_write, dogft_home, make_image
+from .data import DogftError, atomic_write, dogft_home, make_image, run_name
 
 # %% auto #0
 __all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'write_text', 'save_fig', 'check_metrics', 'make_metrics',
@@ -131,8 +131,7 @@ def make_metrics(out_dir:Path, # root: writes `results/metrics/{model}_{strategy
              weights=dict(model=model, source='package' if pretrained else 'none', pretrained=pretrained),
              test_predictions=[dict(path=p, true=names[a], predicted=names[b], probabilities=[round(float(x), 6) for x in pr])
                                for p,a,b,pr in zip(paths, true, pred, probs)])
-    mid = '' if recipe == 'dogft' or zs else f'_{recipe}-recipe'
-    f = Path(out_dir)/'results'/'metrics'/f"{model}_{strategy}{mid}_s{m['seed']}_results.json"
+    f = Path(out_dir)/'results'/'metrics'/f"{run_name(model, strategy, m['seed'], recipe)}_results.json"
     write_text(f, json.dumps(m, indent=1))
     return m
 
@@ -152,7 +151,7 @@ def label_slug(label:str)->str:
 
 def run_label(m:dict)->str:
     "A run's file stem: `{model}_{strategy}_s{seed}` (`{model}_{strategy}_{recipe}-recipe_s{seed}` for another recipe than dogft's)."
-    return f"{m['model']}_{label_slug(config_label(m))}_s{m['seed']}"
+    return run_name(m['model'], m['strategy'], m['seed'], recipe_of(m))
 
 def load_runs(out_dir=None # root of `results/`; `None`: `dogft_home()`
              )->tuple[list[dict], list[tuple[str, str]]]: # (usable runs sorted by model, strategy, seed; (file, reason) of the skipped)

@@ -7,9 +7,10 @@ Docs: https://dogft.github.io/dogft/data.html.md"""
 # %% auto #0
 __all__ = ['ALL_BREEDS', 'DEFAULT_BREEDS', 'MIN_SIZE', 'STANFORD_URL', 'NO_SOURCE_HINT', 'SPLITS', 'SPLIT_FRACS', 'DATA_VERSION',
            'DogftError', 'UnknownBreedError', 'Breed', 'breed_name', 'load_breeds', 'resolve_breeds', 'dogft_home',
-           'default_data_dir', 'shared_stanford_dogs', 'check_image', 'encode_jpeg', 'make_image', 'breed_folders',
-           'iter_folder', 'iter_tar', 'check_online', 'download', 'split_sizes', 'assign_splits', 'count_table',
-           'prepare_data', 'read_split', 'make_fake_stanford', 'atomic_write', 'save_json', 'ensure_data', 'dogft_data']
+           'default_data_dir', 'shared_stanford_dogs', 'run_name', 'check_image', 'encode_jpeg', 'make_image',
+           'breed_folders', 'iter_folder', 'iter_tar', 'check_online', 'download', 'split_sizes', 'assign_splits',
+           'count_table', 'prepare_data', 'read_split', 'make_fake_stanford', 'atomic_write', 'save_json',
+           'ensure_data', 'dogft_data']
 
 # %% ../nbs/00_data.ipynb #a422226f
 import os, re, io, csv, json, sys, time, socket, shutil, hashlib, tarfile, zlib, difflib, tempfile
@@ -119,6 +120,17 @@ def shared_stanford_dogs()->Path|None:
         p = r.parent/'shared'/'data'/'stanford-dogs'
         if p.is_dir(): return p
     return None
+
+# %% ../nbs/00_data.ipynb #8648b292
+def run_name(model:str, # timm model name
+             strategy:str, # `zero-shot`, `freeze`, `partial` or `full`
+             seed:int, # the run's seed (0 for zero-shot)
+             recipe:str='dogft', # the run's recipe (`dogft.train.RECIPES`): named unless it is dogft's
+             sep:str='_' # between the parts (`__` for executed notebooks)
+            )->str:
+    "A run's file stem: `{model}_{strategy}_s{seed}`, with `{recipe}-recipe` before `s{seed}` unless the recipe is dogft's."
+    mid = [] if recipe == 'dogft' or strategy == 'zero-shot' else [f'{recipe}-recipe']
+    return sep.join([model, strategy, *mid, f's{seed}'])
 
 # %% ../nbs/00_data.ipynb #bb38e159
 MIN_SIZE = 64  # smallest accepted width and height, in pixels
@@ -561,7 +573,7 @@ def save_json(obj, # JSON-able, numpy and torch values included
 
 # %% ../nbs/00_data.ipynb #97bc64a7
 def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/processed`
-                breeds=None, # wanted breeds; `None`: those of the existing folder, else `DEFAULT_BREEDS`
+                breeds=None, # wanted breeds; `None`: the existing folder as it is, else `DEFAULT_BREEDS`
                 source=None, # as in `prepare_data`; `None`: `$DOGFT_SOURCE`, else `shared_stanford_dogs()`, else download
                 seed:int=42, # split seed
                 quiet:bool=False # print nothing but errors
@@ -569,7 +581,9 @@ def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/pr
     "A processed folder with `breeds` split with `seed`: the existing one if it matches (from any source), else `prepare_data`."
     d = Path(data_dir) if data_dir is not None else default_data_dir()
     old = _read_stamp(d)
-    if breeds is None and source is None and (d/'split.csv').exists(): breeds = ((old or {}).get('key') or {}).get('breeds')
+    if breeds is None and source is None and (d/'split.csv').exists():
+        if old is None: return d  # a split made some other way (no stamp): used as it is, never rebuilt
+        breeds = (old.get('key') or {}).get('breeds')
     names = sorted(b.name for b in resolve_breeds(breeds))
     if source is None and old and (old.get('key') or {}).get('breeds') == names and old['key'].get('seed') == seed \
         and (d/'split.csv').exists(): return d

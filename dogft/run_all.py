@@ -20,7 +20,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict
 import nbformat
 
-from .data import DogftError, dogft_home, ensure_data
+from .data import DogftError, dogft_home, ensure_data, run_name
 from .models import check_model_name, resolve_weights
 from .strategies import STRATEGIES, check_strategy
 
@@ -114,8 +114,7 @@ def run_notebook_path(model:str, strategy:str, seed:int,
                       recipe:str='dogft' # the run's recipe: named in the file unless it is dogft's
                      )->Path:
     "Where a run's executed notebook goes: `results/runs/{model}__{strategy}__s{seed}.ipynb` under `out_dir` (`…__{recipe}-recipe__s{seed}` for another recipe)."
-    mid = '' if recipe == 'dogft' else f'__{recipe}-recipe'
-    return Path(out_dir or dogft_home())/'results'/'runs'/f'{model}__{strategy}{mid}__s{seed}.ipynb'
+    return Path(out_dir or dogft_home())/'results'/'runs'/f"{run_name(model, strategy, seed, recipe, sep='__')}.ipynb"
 
 def failed_notebook_path(path:Path)->Path:
     "Where a failed run's executed notebook goes: `….failed.ipynb` next to `path`, never under the finished name."
@@ -263,7 +262,7 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
     rows, durations, t0, n = [], {}, time.monotonic(), len(plan)
     queue = [(p['model'], p['strategy']) for p, _, done in plan if done is None]  # the kinds of the runs to do, in order
     for i, (p, config, done) in enumerate(plan, 1):
-        tag = f"[{i}/{n}] {train.run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
+        tag = f"[{i}/{n}] {run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
         path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
         if done is not None:
             rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
@@ -339,6 +338,7 @@ def dogft_run_all(
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
     precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     no_cache_features:bool=False, # train on images even when a frozen prefix could be cached
+    no_warm_start:bool=False, # partial and full start from the ImageNet head, not from the freeze run's best weights
     no_resume:bool=False, # start unfinished runs over instead of resuming their checkpoints (--force implies it)
     skip_followups:bool=False, # do not run analysis and export afterwards
 ):
@@ -348,7 +348,7 @@ def dogft_run_all(
                         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, weights=weights, augment=augment,
                         device=device, data_dir=data_dir, breeds=breeds, views=views, recipe=recipe,
                         bn=bn, patience=patience, lr_mult=lr_mult, precision=precision,
-                        cache_features=False if no_cache_features else None,
+                        cache_features=False if no_cache_features else None, warm_start=False if no_warm_start else None,
                         resume=False if no_resume else None)
     except DogftError as e:
         if not is_cli(dogft_run_all): raise

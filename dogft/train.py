@@ -29,13 +29,13 @@ from fastcore.script import call_parse, is_cli, store_true
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 # %% auto #0
-__all__ = ['RECIPES', 'TrainConfig', 'resolve_config', 'run_name', 'run_paths', 'run_key', 'save_torch', 'RunCheckpoint',
+__all__ = ['RECIPES', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'save_torch', 'RunCheckpoint',
            'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'finished_metrics', 'versions', 'test_metrics',
            'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
-from .data import DogftError, atomic_write, dogft_home, ensure_data, read_split, resolve_breeds, save_json
+from .data import DogftError, atomic_write, dogft_home, ensure_data, read_split, resolve_breeds, run_name, save_json
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl
 from .models import create_model, imagenet_zero_shot, model_data_config, weights_info, count_params
 from .strategies import apply_strategy, check_strategy, strategy_defaults, group_lrs, BN_POLICIES
@@ -55,6 +55,7 @@ class TrainConfig:
     img_size:int|None=None # input size; `None`: the model's default
     weights:str='auto' # `auto`, `hub`, `none` or a weights file
     head_init:str='auto' # new head: `imagenet` (the ImageNet head's rows for the breeds), `random` (like `nn.Linear`); `auto`: the recipe's (random when weights='none')
+    warm_start:bool|None=None # partial and full start from the best weights of the freeze run with the same settings (trained first when missing)
     augment:str='light' # `none`, `light` or `strong`
     cache_features:bool|None=None # run the frozen prefix once and train on its cached output
     views:int=4 # cached views per training image when augmenting (1 clean + augmented draws)
@@ -71,8 +72,8 @@ class TrainConfig:
 
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
-    dogft=dict(head_init='imagenet', bn='eval', cache_features=True, patience=5, lr_mult=10.0, precision='auto'),
-    seed=dict(head_init='random', bn='train', cache_features=False, patience=0, lr_mult=1.0, precision='fp32'))
+    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, precision='auto'),
+    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, precision='fp32'))
 
 def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
                   )->TrainConfig: # with the strategy's and the recipe's defaults filled in and every field checked
@@ -92,21 +93,24 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     if c.head_init == 'imagenet' and c.weights == 'none':
         raise DogftError("head_init='imagenet' needs pretrained weights: with weights='none' use head_init='random'")
     if c.epochs < 1 or c.batch_size < 1 or c.views < 1: raise DogftError("epochs, batch_size and views must be at least 1")
+    if not c.lr > 0 or not c.lr_mult >= 1: raise DogftError(f"lr must be above 0 (got {c.lr}) and lr_mult at least 1 (got {c.lr_mult})")
     if c.patience < 0: raise DogftError("patience must be 0 (never stop early) or more")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
 
 # %% ../nbs/03_train.ipynb #ae3cc41a
-def run_name(model:str, strategy:str, seed:int, recipe:str='dogft')->str:
-    "The name of a run's files: `{model}_{strategy}_s{seed}`, with `_{recipe}-recipe` before `_s` unless the recipe is dogft's."
-    return f"{model}_{strategy}{'' if recipe == 'dogft' else f'_{recipe}-recipe'}_s{seed}"
-
 def run_paths(config:TrainConfig)->dict[str, Path]:
     "Where run `config` writes: metrics JSON, history CSV, best weights, checkpoints folder, TensorBoard folder."
     out,name = Path(config.out_dir) if config.out_dir else dogft_home(),run_name(config.model, config.strategy, config.seed, config.recipe)
     return dict(metrics=out/'results'/'metrics'/f'{name}_results.json', history=out/'results'/'history'/f'{name}.csv',
                 best=out/'models'/f'{name}_best.pth', checkpoints=out/'models'/'checkpoints'/name,
                 tensorboard=out/'results'/'tensorboard'/name)
+
+# %% ../nbs/03_train.ipynb #39fa60d5
+def warm_start_config(config:TrainConfig # a resolved partial or full run
+                     )->TrainConfig: # the resolved freeze run it starts from
+    "The freeze run whose best weights a partial or full run with `warm_start` starts from."
+    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, resume=True))
 
 # %% ../nbs/03_train.ipynb #f93692e3
 _NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
@@ -228,12 +232,20 @@ def versions()->dict:
                 fastai=fastai.__version__, numpy=np.__version__, sklearn=sklearn.__version__, platform=platform.platform())
 
 def _data_dir(c:TrainConfig)->Path:
-    "The processed data of run `c`: `data_dir` as it is when no breeds are asked for, else prepared with `c.breeds`."
-    d = Path(c.data_dir) if c.data_dir else dogft_home()/'data'/'processed'
-    return d if c.breeds is None and (d/'split.csv').exists() else ensure_data(d, c.breeds, quiet=True)
+    "The processed data of run `c` (`dogft.data.ensure_data`: as it is when no breeds are asked for, else prepared with `c.breeds`)."
+    return ensure_data(c.data_dir, c.breeds, quiet=True)
 
 def _device(name:str)->torch.device:
     return auto_device() if name == 'auto' else torch.device(name)
+
+def _warm_start(c:TrainConfig, quiet:bool)->dict:
+    "The freeze run partial/full run `c` starts from, trained first when it has not finished: its name, training seconds, best weights."
+    w = warm_start_config(c)
+    name = run_name(w.model, w.strategy, w.seed, w.recipe)
+    if (m := finished_metrics(w)) is None:
+        if not quiet: print(f"warm start: training {name} first")
+        m = train_run(w, quiet=quiet)
+    return dict(run=name, seconds=m['train_seconds'], best=str(run_paths(w)['best']))
 
 def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     "The checkpoint to resume from, None to start fresh; refuses a checkpoint of another configuration."
@@ -294,6 +306,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
         if not quiet: print(f"{paths['metrics'].name} is finished with these settings: nothing to do (resume=False to train again)")
         return done
     ck = _load_resume(paths, key, c.resume)
+    warm = _warm_start(c, quiet) if c.warm_start and c.strategy != 'freeze' else None  # before seeding: it is a run of its own
     set_seed(c.seed, reproducible=True)
     device = _device(c.device)
     df = read_split(data_dir)
@@ -304,7 +317,9 @@ def train_run(config:TrainConfig|dict, # the run's settings
     groups = apply_strategy(model, c.strategy, bn=c.bn)
     total,trainable = count_params(model)
     if ck: model.load_state_dict(ck['model'])
+    elif warm: model.load_state_dict(torch.load(warm['best'], map_location='cpu', weights_only=False)['state_dict'])
     net,dls,how = _build_loaders(model, c, data_dir, dc, device)
+    if warm: how['warm_start'] = {k: v for k,v in warm.items() if k != 'best'}
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c))
     cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'])]
@@ -337,7 +352,8 @@ def train_run(config:TrainConfig|dict, # the run's settings
              best_val_acc=best['val_acc'], **{k: ev[k] for k in ('test_acc', 'test_loss', 'macro_f1')}, class_names=vocab,
              per_class=ev['per_class'], confusion_matrix=ev['confusion_matrix'],
              n_images={s: int((df.split == s).sum()) for s in ('train', 'val', 'test')},
-             train_seconds=round(sum(h['seconds'] for h in history) + how.get('feature_seconds', 0), 2), training=how,
+             train_seconds=round(sum(h['seconds'] for h in history) + how.get('feature_seconds', 0) + (warm or {}).get('seconds', 0), 2),
+             training=how,
              weights=weights_info(model), test_predictions=ev['test_predictions'])
     atomic_write(paths['history'], lambda p: pd.DataFrame(history).to_csv(p, index=False))
     save_json(m, paths['metrics'])
@@ -399,7 +415,7 @@ def plot_history(metrics:dict # a run's metrics
         ax.plot(h.epoch, h[f'train_{k}'], 'o-', label='train'); ax.plot(h.epoch, h[f'val_{k}'], 'o-', label='validation')
         ax.axvline(metrics['best_epoch'], color='grey', ls=':', label='best epoch')
         ax.set_xlabel('epoch'); ax.set_title('loss' if k == 'loss' else 'accuracy'); ax.legend()
-    fig.suptitle(run_name(metrics['model'], metrics['strategy'], metrics['seed']))
+    fig.suptitle(run_name(metrics['model'], metrics['strategy'], metrics['seed'], metrics.get('recipe', 'dogft')))
     fig.tight_layout()
     return fig
 
@@ -428,6 +444,7 @@ def dogft_train(
     img_size:int=None, # input size (default: the model's)
     weights:str='auto', # auto, hub, none, or a .pth/.safetensors file
     head_init:str='auto', # imagenet (the head starts as the ImageNet head's rows for the breeds), random, or auto (the recipe's; random with --weights none)
+    no_warm_start:store_true=False, # partial and full start from the ImageNet head, not from the freeze run's best weights
     augment:str='light', # none, light or strong
     no_cache_features:store_true=False, # train the whole network on images, even when a frozen prefix could be cached
     views:int=4, # cached views per training image when augmenting
@@ -443,8 +460,9 @@ def dogft_train(
     tensorboard:store_true=False, # also log to TensorBoard
 ):
     "Train one run (model × strategy × seed) and write its metrics JSON and best checkpoint."
-    kw = {k: v for k,v in locals().items() if k not in ('no_cache_features', 'no_resume')}
-    try: return train_run(TrainConfig(**kw, cache_features=False if no_cache_features else None, resume=not no_resume))
+    kw = {k: v for k,v in locals().items() if k not in ('no_cache_features', 'no_resume', 'no_warm_start')}
+    try: return train_run(TrainConfig(**kw, cache_features=False if no_cache_features else None, resume=not no_resume,
+                                      warm_start=False if no_warm_start else None))
     except DogftError as e:
         if not is_cli(dogft_train): raise
         print(f"dogft-train: error: {e}", file=sys.stderr)

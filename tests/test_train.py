@@ -117,7 +117,24 @@ def test_seed_recipe_run(tiny, tmp_path):
     assert run_paths(cfg)['metrics'].name == 'efficientnet_lite0_freeze_seed-recipe_s42_results.json'
     assert m['recipe'] == 'seed' and m['training']['features'] == 'none' and m['precision'] == 'float32'
     assert (m['config']['head_init'], m['config']['bn'], m['config']['patience']) == ('random', 'train', 0)
-    assert m['epochs_run'] == 2
+    assert m['epochs_run'] == 2 and 'warm_start' not in m['training']
     dogft = train_run(_cfg(tiny, tmp_path), quiet=True)  # the dogft recipe's run beside it, in its own files
     assert dogft['recipe'] == 'dogft' and dogft['config']['bn'] == 'eval' and dogft['training']['features'] == 'cached'
     assert len(list((tmp_path/'results'/'metrics').glob('*_results.json'))) == 2
+
+
+def test_warm_start_starts_from_the_freeze_run(tiny, tmp_path):
+    "A partial run with `warm_start` starts from the best weights of its freeze run, trained first when missing (lr 1e-9 keeps them)."
+    from dogft.train import resolve_config, warm_start_config
+    cfg = _cfg(tiny, tmp_path, strategy='partial', lr=1e-9, epochs=1)
+    m = train_run(cfg, quiet=True)
+    w = warm_start_config(resolve_config(cfg))
+    head = json.loads(run_paths(w)['metrics'].read_text())  # the freeze run exists now, as a run of its own
+    assert m['training']['warm_start'] == dict(run='efficientnet_lite0_freeze_s42', seconds=head['train_seconds'])
+    assert m['train_seconds'] >= head['train_seconds'] and head['best_epoch'] >= 1
+    start = torch.load(run_paths(w)['best'], weights_only=False)['state_dict']
+    end = torch.load(run_paths(cfg)['best'], weights_only=False)['state_dict']
+    assert all(torch.allclose(start[k].float(), end[k].float(), atol=1e-6) for k in start)
+    cold = train_run(_cfg(tiny, tmp_path/'cold', strategy='partial', lr=1e-9, epochs=1, warm_start=False), quiet=True)
+    assert 'warm_start' not in cold['training'] and not run_paths(_cfg(tiny, tmp_path/'cold'))['metrics'].exists()
+    assert cold['test_loss'] != m['test_loss']  # the ImageNet head's rows, not the trained head
