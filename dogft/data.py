@@ -121,7 +121,7 @@ def shared_stanford_dogs()->Path|None:
         if p.is_dir(): return p
     return None
 
-# %% ../nbs/00_data.ipynb #8648b292
+# %% ../nbs/00_data.ipynb #da463825
 def run_name(model:str, # timm model name
              strategy:str, # `zero-shot`, `freeze`, `partial` or `full`
              seed:int, # the run's seed (0 for zero-shot)

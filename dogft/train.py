@@ -106,7 +106,7 @@ def run_paths(config:TrainConfig)->dict[str, Path]:
                 best=out/'models'/f'{name}_best.pth', checkpoints=out/'models'/'checkpoints'/name,
                 tensorboard=out/'results'/'tensorboard'/name)
 
-# %% ../nbs/03_train.ipynb #39fa60d5
+# %% ../nbs/03_train.ipynb #90386a11
 def warm_start_config(config:TrainConfig # a resolved partial or full run
                      )->TrainConfig: # the resolved freeze run it starts from
     "The freeze run whose best weights a partial or full run with `warm_start` starts from."
@@ -247,13 +247,20 @@ def _warm_start(c:TrainConfig, quiet:bool)->dict:
         m = train_run(w, quiet=quiet)
     return dict(run=name, seconds=m['train_seconds'], best=str(run_paths(w)['best']))
 
+def _metrics_key(p:Path)->dict|None:
+    "The run key in metrics file `p`, None when it is missing or unreadable."
+    try: return json.loads(p.read_text()).get('key')
+    except (OSError, ValueError, AttributeError): return None
+
 def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
-    "The checkpoint to resume from, None to start fresh; refuses a checkpoint of another configuration."
+    "The checkpoint to resume from, None to start fresh; refuses an unfinished checkpoint of another configuration."
     last = paths['checkpoints']/'last.pth'
     if not last.exists(): return None
     if not resume:
         shutil.rmtree(paths['checkpoints']); return None
     ck = torch.load(last, map_location='cpu', weights_only=False)
+    if ck.get('key') != key and _metrics_key(paths['metrics']) == ck.get('key'):  # the old settings' run had finished:
+        shutil.rmtree(paths['checkpoints']); return None                          # its results are in its files, nothing is lost
     if ck.get('key') != key:
         raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, key)}): "
                          f"pass resume=False (dogft-train --no-resume) to discard it and start over")

@@ -90,6 +90,8 @@ def test_checkpoint_of_another_configuration_is_refused(tiny, tmp_path):
         train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=1e-3), quiet=True)
     m = train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=1e-3, resume=False), quiet=True)
     assert m['config']['lr'] == 1e-3 and len(m['history']) == 1
+    m = train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=3e-3), quiet=True)
+    assert m['config']['lr'] == 3e-3  # the checkpoint left by a finished run of other settings is discarded, not refused
 
 def test_cli_bad_input_is_one_line(tiny, tmp_path):
     out = subprocess.run(_train_cli(_cfg(tiny, tmp_path, strategy='half')), capture_output=True, text=True)
