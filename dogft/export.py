@@ -27,10 +27,10 @@ __all__ = ['RUN_COLUMNS', 'OPSET', 'QUANT', 'LIMITS', 'list_runs', 'pick_run', '
 
 # %% ../nbs/05_export.ipynb #e72f0f7e
 import dogft
-from .data import DogftError, dogft_home, read_split
+from .data import DogftError, dogft_home, read_split, run_name, save_json
 from .loaders import DEFAULT_DATA_CONFIG, cache_path, cache_spec, normalize_uint8
 from .models import RandomInitWarning, create_model, model_data_config
-from .train import run_name, save_json, save_torch, versions
+from .train import save_torch, versions
 from .predict import Classifier, decode_metadata, encode_metadata
 
 # %% ../nbs/05_export.ipynb #031126f0

@@ -94,15 +94,16 @@ def autocast_dtype(device:torch.device, # where the model runs
 def prefix_features(prefix:nn.Module, # frozen prefix from `split_frozen`
                     dl, # unshuffled fastai loader of normalised `(image, label)` batches
                     precision:str='auto', # autocast: `auto`, `bf16` or `fp32`
-                    desc:str='features' # progress bar label
+                    desc:str='features', # progress bar label
+                    quiet:bool=False # no progress bar
                    )->tuple[torch.Tensor, torch.Tensor]: # (features `[N,...]` on the CPU, labels `[N]`)
     "Run `prefix` once over `dl` in eval mode and collect its outputs and labels."
     dev = dl.device or torch.device('cpu')
     prefix.eval().to(dev)
     dt = autocast_dtype(dev, precision)
     feats,labels = [],[]
-    pb = progress_bar(dl, leave=False)
-    pb.comment = desc
+    pb = dl if quiet else progress_bar(dl, leave=False)
+    if not quiet: pb.comment = desc
     for xb,yb in pb:
         with torch.autocast(dev.type, dtype=dt or torch.float32, enabled=dt is not None):
             f = prefix(xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last) if xb.ndim == 4 else xb)
@@ -136,20 +137,21 @@ def feature_dls(prefix:nn.Module, # frozen prefix from `split_frozen`
                 eval_train_dl, # the training images with evaluation preprocessing, unshuffled (`get_test_dl(split='train')`)
                 views:int=1, # cached views of each training image: 1 = the evaluation view only
                 seed:int=42, # seed of view choice and shuffling
-                precision:str='auto' # autocast for the prefix
+                precision:str='auto', # autocast for the prefix
+                quiet:bool=False # no progress bars
                )->DataLoaders: # (train, valid, test) loaders of prefix features
     "Loaders of `prefix`'s outputs for the images of `dls`: `views` cached views for training, one for valid and test."
-    tr,ytr = prefix_features(prefix, eval_train_dl, precision, 'train features (view 1)')
+    tr,ytr = prefix_features(prefix, eval_train_dl, precision, 'train features (view 1)', quiet)
     feats = [tr]
     if views > 1:
         aug = dls.train.new(shuffle=False, drop_last=False)
         for v in range(1, views):
-            f,y = prefix_features(prefix, aug, precision, f'train features (view {v+1})')
+            f,y = prefix_features(prefix, aug, precision, f'train features (view {v+1})', quiet)
             if not torch.equal(y, ytr): raise DogftError("augmented and evaluation loaders list the training images in different orders")
             feats.append(f)
     out = [FeatureDL(torch.stack(feats), ytr, bs=dls.train.bs, shuffle=True, drop_last=False, seed=seed, device=dls.device)]
     for dl in dls.loaders[1:]:
-        f,y = prefix_features(prefix, dl, precision, 'valid/test features')
+        f,y = prefix_features(prefix, dl, precision, 'valid/test features', quiet)
         out.append(FeatureDL(f[None], y, bs=dl.bs, device=dls.device))
     res = DataLoaders(*out, device=dls.device)
     res.vocab,res.c = dls.vocab,dls.c

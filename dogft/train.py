@@ -93,7 +93,8 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     if c.head_init == 'imagenet' and c.weights == 'none':
         raise DogftError("head_init='imagenet' needs pretrained weights: with weights='none' use head_init='random'")
     if c.epochs < 1 or c.batch_size < 1 or c.views < 1: raise DogftError("epochs, batch_size and views must be at least 1")
-    if not c.lr > 0 or not c.lr_mult >= 1: raise DogftError(f"lr must be above 0 (got {c.lr}) and lr_mult at least 1 (got {c.lr_mult})")
+    if not c.lr > 0: raise DogftError(f"lr must be above 0, got {c.lr}")
+    if not c.lr_mult >= 1: raise DogftError(f"lr_mult (head lr / first group's lr) must be at least 1, got {c.lr_mult}")
     if c.patience < 0: raise DogftError("patience must be 0 (never stop early) or more")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
@@ -267,7 +268,7 @@ def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     return ck
 
 # %% ../nbs/03_train.ipynb #710af249
-def _build_loaders(model, c:TrainConfig, data_dir:Path, dc:dict, device):
+def _build_loaders(model, c:TrainConfig, data_dir:Path, dc:dict, device, quiet:bool=False):
     "The learner's model, loaders, and how they were made (cached prefix or images)."
     dls = get_dls(data_dir, dc, augment=c.augment, bs=c.batch_size, seed=c.seed, device=device,
                   channels_last=True, drop_last=False, verbose=False)
@@ -276,7 +277,7 @@ def _build_loaders(model, c:TrainConfig, data_dir:Path, dc:dict, device):
     t0 = time.time()
     train_eval = get_test_dl(data_dir, dc, bs=64, device=device, channels_last=True, split='train', verbose=False)
     views = c.views if c.augment != 'none' else 1
-    fdls = feature_dls(prefix, dls, train_eval, views=views, seed=c.seed, precision=c.precision)
+    fdls = feature_dls(prefix, dls, train_eval, views=views, seed=c.seed, precision=c.precision, quiet=quiet)
     info = dict(features='cached', prefix=list(dict(prefix.named_children())), views=views,
                 feature_seconds=round(time.time() - t0, 2), feature_shape=list(fdls.train.feats.shape[2:]))
     return suffix,fdls,info
@@ -325,7 +326,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     total,trainable = count_params(model)
     if ck: model.load_state_dict(ck['model'])
     elif warm: model.load_state_dict(torch.load(warm['best'], map_location='cpu', weights_only=False)['state_dict'])
-    net,dls,how = _build_loaders(model, c, data_dir, dc, device)
+    net,dls,how = _build_loaders(model, c, data_dir, dc, device, quiet)
     if warm: how['warm_start'] = {k: v for k,v in warm.items() if k != 'best'}
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c))

@@ -33,8 +33,9 @@ def _train_cli(cfg: TrainConfig, *extra):
             '--out-dir', cfg.out_dir, '--patience', str(cfg.patience), *extra]
     return args
 
-def test_freeze_run_writes_metrics_and_checkpoint(tiny, tmp_path):
+def test_freeze_run_writes_metrics_and_checkpoint(tiny, tmp_path, capsys):
     m = train_run(_cfg(tiny, tmp_path), quiet=True)
+    assert capsys.readouterr().out == ''  # quiet: no progress bars, feature caching's included
     p = run_paths(_cfg(tiny, tmp_path))
     saved = json.loads(p['metrics'].read_text())
     assert saved['test_acc'] == m['test_acc'] and saved['class_names'] == BREEDS
