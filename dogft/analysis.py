@@ -474,8 +474,8 @@ def which_to_pick(df:pd.DataFrame, # numeric table from `comparison_table`
         n = f" on {int(r['n_train'])} training images" if r.get('n_train') else ''
         if (model, 'zero-shot') in tied:
             lines.append(f"- The zero-shot ImageNet head of {model} ({_pct(z['test_acc'])}) is itself within chance of the best{n}: "
-                         "every breed here is an ImageNet class, so fine-tuning has little left to add that this test set can confirm. "
-                         "Training pays where ImageNet's head is weak (look-alike breeds, breeds it does not have).")
+                         "every Stanford Dogs breed is an ImageNet class, so the backbone was already trained to tell these breeds apart, "
+                         "and this test set cannot confirm that fine-tuning adds to it.")
         below = [k for k in rows if k[0] == model and k[1] != 'zero-shot' and rows[k]['test_acc'] < z['test_acc']]
         if below: lines.append(f"- Below {model}'s zero-shot head ({_pct(z['test_acc'])}) on mean test accuracy: "
                                + ', '.join(f"{k[1]} ({_pct(rows[k]['test_acc'])}, "
