@@ -21,7 +21,7 @@ Usage:
     .venv/bin/python bench/recipe_choices.py --strategies partial --seeds 42,43,44 --out bench/results/recipe_choices
 """
 from __future__ import annotations
-import argparse, os, platform, statistics, subprocess, sys, time
+import argparse, os, platform, shlex, statistics, subprocess, sys, time
 from pathlib import Path
 
 import torch
@@ -79,8 +79,8 @@ def main(argv=None):
     df = read_split(data_dir)
     git = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
     info = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, dogft "
-            f"{dogft.__version__} (git {git}). Data: {data_dir} ({'/'.join(str((df.split == s).sum()) for s in ('train', 'val', 'test'))}).")
-    command = ' '.join(['.venv/bin/python', 'bench/recipe_choices.py', *(argv if argv is not None else sys.argv[1:])])
+            f"{dogft.__version__} (git {git} when this report was written; finished runs are reused, not retrained). Data: {data_dir} ({'/'.join(str((df.split == s).sum()) for s in ('train', 'val', 'test'))}).")
+    command = shlex.join(['.venv/bin/python', 'bench/recipe_choices.py', *(argv if argv is not None else sys.argv[1:])])
     rows = []
     for s in [x.strip() for x in args.strategies.split(',') if x.strip()]:
         for seed in [int(x) for x in args.seeds.split(',') if x.strip()]:
