@@ -30,8 +30,9 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 # %% auto #0
 __all__ = ['RECIPES', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'save_torch', 'RunCheckpoint',
-           'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'finished_metrics', 'versions', 'test_metrics',
-           'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
+           'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'read_metrics', 'finished_metrics', 'versions',
+           'test_metrics', 'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion',
+           'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -170,7 +171,7 @@ class RunCheckpoint(Callback):
                             val_acc=row['val_acc'], key=self.key), self.paths['best'])
         else: self.wait += 1
         state = dict(key=self.key, epoch=ep, model=self.net.state_dict(), opt=self.opt.state_dict(), rng=_rng_state(),
-                     history=self.history, best=self.best, wait=self.wait)
+                     history=self.history, best=self.best, wait=self.wait, warm_start=self.meta.get('warm_start'))
         save_torch(state, self.paths['checkpoints']/'last.pth')
         if ep % self.every == 0: shutil.copyfile(self.paths['checkpoints']/'last.pth', self.paths['checkpoints']/f'epoch_{ep:03d}.pth')
 
@@ -216,14 +217,19 @@ def _tensorboard(log_dir:Path):
     return LrTensorBoard(log_dir, trace_model=False, log_preds=False)
 
 # %% ../nbs/03_train.ipynb #281413c8
+def read_metrics(path:Path # a run's metrics JSON
+                )->dict|None: # its contents, None when it is missing or unreadable
+    "A metrics file's contents, or None."
+    try: m = json.loads(Path(path).read_text())
+    except (OSError, ValueError): return None
+    return m if isinstance(m, dict) else None
+
 def finished_metrics(config:TrainConfig|dict # a run's config
                     )->dict|None: # its metrics, if it finished with this exact configuration
     "The metrics of run `config` if it already finished with the same settings and data, else None."
     c = resolve_config(config)
-    p,d = run_paths(c)['metrics'],Path(c.data_dir) if c.data_dir else dogft_home()/'data'/'processed'
-    if not p.exists() or not (d/'split.csv').exists(): return None
-    try: m = json.loads(p.read_text())
-    except (OSError, ValueError): return None
+    d = Path(c.data_dir) if c.data_dir else dogft_home()/'data'/'processed'
+    if not (d/'split.csv').exists() or (m := read_metrics(run_paths(c)['metrics'])) is None: return None
     return m if m.get('key') == run_key(c, d) else None
 
 # %% ../nbs/03_train.ipynb #7b34e0f6
@@ -248,11 +254,6 @@ def _warm_start(c:TrainConfig, quiet:bool)->dict:
         m = train_run(w, quiet=quiet)
     return dict(run=name, seconds=m['train_seconds'], best=str(run_paths(w)['best']))
 
-def _metrics_key(p:Path)->dict|None:
-    "The run key in metrics file `p`, None when it is missing or unreadable."
-    try: return json.loads(p.read_text()).get('key')
-    except (OSError, ValueError, AttributeError): return None
-
 def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     "The checkpoint to resume from, None to start fresh; refuses an unfinished checkpoint of another configuration."
     last = paths['checkpoints']/'last.pth'
@@ -260,7 +261,7 @@ def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     if not resume:
         shutil.rmtree(paths['checkpoints']); return None
     ck = torch.load(last, map_location='cpu', weights_only=False)
-    if ck.get('key') != key and _metrics_key(paths['metrics']) == ck.get('key'):  # the old settings' run had finished:
+    if ck.get('key') != key and (read_metrics(paths['metrics']) or {}).get('key') == ck.get('key'):  # the old settings' run had finished:
         shutil.rmtree(paths['checkpoints']); return None                          # its results are in its files, nothing is lost
     if ck.get('key') != key:
         raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, key)}): "
@@ -314,7 +315,9 @@ def train_run(config:TrainConfig|dict, # the run's settings
         if not quiet: print(f"{paths['metrics'].name} is finished with these settings: nothing to do (resume=False to train again)")
         return done
     ck = _load_resume(paths, key, c.resume)
-    warm = _warm_start(c, quiet) if c.warm_start and c.strategy != 'freeze' else None  # before seeding: it is a run of its own
+    warm = None
+    if c.warm_start and c.strategy != 'freeze':  # resuming: the checkpoint says where it started; else (before seeding) the freeze run
+        warm = ck.get('warm_start') if ck and ck.get('warm_start') else _warm_start(c, quiet)
     set_seed(c.seed, reproducible=True)
     device = _device(c.device)
     df = read_split(data_dir)
@@ -329,7 +332,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     net,dls,how = _build_loaders(model, c, data_dir, dc, device, quiet)
     if warm: how['warm_start'] = {k: v for k,v in warm.items() if k != 'best'}
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
-    meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c))
+    meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c), warm_start=how.get('warm_start'))
     cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'])]
     if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait']))
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
@@ -394,7 +397,7 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=str(data_dir.resolve()))
     key = {k: v for k,v in cfg.items() if k not in _NOT_IN_KEY} | dict(split_sha256=run_key(c, data_dir)['split_sha256'])
     path = run_paths(dataclasses.replace(c, strategy='zero-shot', seed=0))['metrics']
-    if path.exists() and (old := json.loads(path.read_text())).get('key') == key: return old
+    if (old := read_metrics(path)) and old.get('key') == key: return old
     net = imagenet_zero_shot(model, vocab, weights)
     dc,(total,_) = model_data_config(net),count_params(net)
     t0 = time.time()

@@ -138,6 +138,9 @@ def test_warm_start_starts_from_the_freeze_run(tiny, tmp_path):
     start = torch.load(run_paths(w)['best'], weights_only=False)['state_dict']
     end = torch.load(run_paths(cfg)['best'], weights_only=False)['state_dict']
     assert all(torch.allclose(start[k].float(), end[k].float(), atol=1e-6) for k in start)
+    run_paths(cfg)['metrics'].unlink(); run_paths(w)['metrics'].unlink()  # killed before the end; the freeze run's results lost
+    again = train_run(cfg, quiet=True)  # resumes from the checkpoint, which says where the run started
+    assert again['training']['warm_start'] == m['training']['warm_start'] and not run_paths(w)['metrics'].exists()
     cold = train_run(_cfg(tiny, tmp_path/'cold', strategy='partial', lr=1e-9, epochs=1, warm_start=False), quiet=True)
     assert 'warm_start' not in cold['training'] and not run_paths(_cfg(tiny, tmp_path/'cold'))['metrics'].exists()
     assert cold['test_loss'] != m['test_loss']  # the ImageNet head's rows, not the trained head
