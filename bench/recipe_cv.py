@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Cross-validated recipe choices: k folds over train+val, the test split never read.
+
+The validation split of the five default breeds has 121 images, and every trained configuration gets 120 of
+them right: it cannot rank recipes. This script pools the train and validation images (678 on the default five
+breeds), splits them into `--folds` stratified folds, and for each fold trains the dogft recipe on the other
+folds with the held-out fold as its validation split (`dogft.train.train_run`, one folder per fold). Every
+pooled image then has an out-of-fold prediction, five times more images than the validation split to choose on.
+
+What it compares, per strategy, on the out-of-fold predictions:
+- `zero-shot`: the ImageNet head restricted to the breeds, untrained;
+- WiSE-FT (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models"): the weights
+  `(1 - alpha) * start + alpha * fine-tuned`, where `start` is what the run started from (the zero-shot head for
+  freeze, the freeze run's best weights for partial and full with the warm start) and `alpha = 1` is the
+  fine-tuned run itself. Floating-point tensors are interpolated; integer buffers are the fine-tuned run's.
+
+The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
+fine-tuned end is selected on those images, the interpolations are not). Test-split numbers are not read:
+`dogft-analyze` reports the test split, this script only chooses.
+
+Usage:
+    .venv/bin/python bench/recipe_cv.py --strategies freeze,partial --folds 5 --out bench/results/recipe_cv
+"""
+from __future__ import annotations
+import argparse, hashlib, os, platform, shlex, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import StratifiedKFold
+
+import dogft
+from dogft.analysis import mcnemar_exact
+from dogft.data import atomic_write, ensure_data, read_split
+from dogft.loaders import get_test_dl
+from dogft.models import imagenet_zero_shot, model_data_config
+from dogft.train import TrainConfig, predict_probs, run_paths, train_run, warm_start_config, resolve_config
+
+MODEL = 'efficientnet_lite0'
+ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False)}  # as in bench/recipe_choices.py
+
+
+def fold_dirs(data_dir:Path, work_dir:Path, folds:int, seed:int=0)->list[Path]:
+    "One processed folder per fold: the pooled train+val images, the fold held out as `val` (and as `test`, never read)."
+    df = read_split(data_dir)
+    pool = df[df.split.isin(['train', 'val'])].reset_index(drop=True)
+    out = []
+    for k,(_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(pool, pool.breed)):
+        d = work_dir/f'fold{k}'
+        d.mkdir(parents=True, exist_ok=True)
+        for sub in ('train', 'val'):
+            if not (d/sub).exists(): (d/sub).symlink_to((data_dir/sub).resolve())
+        f = pool.copy()
+        f['split'] = 'train'
+        f.loc[held, 'split'] = 'val'
+        t = f[f.split == 'val'].assign(split='test')  # train_run evaluates a test split; here it is the fold again
+        new = pd.concat([f, t]).to_csv(index=False)
+        if not (d/'split.csv').exists() or (d/'split.csv').read_text() != new: atomic_write(d/'split.csv', lambda p: Path(p).write_text(new))
+        out.append(d)
+    return out
+
+
+def interpolate(start:dict, tuned:dict, alpha:float)->dict:
+    "WiSE-FT weights `(1-alpha)*start + alpha*tuned` (floating tensors; the rest taken from `tuned`)."
+    return {k: (1 - alpha)*start[k] + alpha*v if v.is_floating_point() else v for k,v in tuned.items()}
+
+
+def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[dict]:
+    "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha."
+    out = d/'runs'/variant.replace(' ', '-')
+    c = resolve_config(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(out), **VARIANTS[variant]))
+    m = train_run(c, quiet=True)
+    tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode()).hexdigest()[:12]
+    cache = out/'oof'/f"{run_paths(c)['metrics'].stem}_{tag}.csv"  # this run's predictions, for these alphas
+    if cache.exists(): return pd.read_csv(cache).assign(train_seconds=m['train_seconds']).to_dict('records')
+    vocab = m['class_names']
+    net = imagenet_zero_shot(MODEL, vocab, 'auto')
+    dl = get_test_dl(d, model_data_config(net), split='val', verbose=False)
+    zs = {k: v.clone() for k,v in net.state_dict().items()}
+    start = (torch.load(run_paths(warm_start_config(c))['best'], map_location='cpu', weights_only=False)['state_dict']
+             if c.warm_start and strategy != 'freeze' else zs)
+    tuned = torch.load(run_paths(c)['best'], map_location='cpu', weights_only=False)['state_dict']
+    paths = read_split(d).query("split == 'val'").path.tolist()
+    rows = []
+    for name,sd in [('zero-shot', zs)] + [(f'alpha {a:g}', interpolate(start, tuned, a)) for a in alphas]:
+        net.load_state_dict(sd)
+        probs,targs = predict_probs(net, dl)
+        rows += [dict(fold=d.name, strategy=strategy, recipe=variant, seed=seed, weights=name, train_seconds=m['train_seconds'], path=p, target=int(t), pred=int(pr.argmax()),
+                      nll=float(-pr[t].clamp_min(1e-12).log())) for p,t,pr in zip(paths, targs, probs)]
+    cache.parent.mkdir(exist_ok=True)
+    atomic_write(cache, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
+    return rows
+
+
+def summary(df:pd.DataFrame)->pd.DataFrame:
+    "Per strategy, recipe and weights: out-of-fold log loss, accuracy, errors, the paired test against zero-shot, training seconds."
+    right = lambda g: (g.pred == g.target).set_axis(g.path)
+    zs = right(df[df.weights == 'zero-shot'].drop_duplicates('path'))
+    first = tuple(df[['strategy', 'recipe']].iloc[0])
+    rows = []
+    for (s, r, v), g in df.groupby(['strategy', 'recipe', 'weights'], sort=False):
+        if v == 'zero-shot' and (s, r) != first: continue  # the same numbers for every strategy
+        t = mcnemar_exact(right(g), zs[g.path].values)
+        rows.append(dict(strategy='zero-shot' if v == 'zero-shot' else s, recipe='' if v == 'zero-shot' else r, weights=v,
+                         images=len(g), log_loss=g.nll.mean(), accuracy=(g.pred == g.target).mean(), wrong=int((g.pred != g.target).sum()),
+                         only_this_right=t['a_only'], only_zero_shot_right=t['b_only'], p_vs_zero_shot=t['p'],
+                         fold_log_loss=[round(x, 4) for x in g.groupby('fold', sort=True).nll.mean()],
+                         train_seconds=0.0 if v == 'zero-shot' else g.drop_duplicates('fold').train_seconds.sum()))
+    return pd.DataFrame(rows)
+
+
+def markdown(sm:pd.DataFrame, command:str, info:str)->str:
+    "The summary as a report."
+    out = ['# Recipe choices, cross-validated over train+val', '', f'Command: `{command}`', '', info, '',
+           'Out-of-fold log loss (lower is better) and accuracy over the pooled train+val images, each predicted by '
+           'the run that did not train on it. `alpha 1` is the fine-tuned run; `alpha 0` is where it started. '
+           'Wrong: images misclassified. Against zero-shot: images only this one gets right / only zero-shot gets right, '
+           "and McNemar's exact p. Train s: the folds' training seconds together (partial and full include the freeze "
+           'run they start from). No test-split number is read.', '',
+           '| strategy | recipe | weights | images | OOF log loss | OOF accuracy | wrong | against zero-shot | per fold: log loss | train s |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+    for r in sm.itertuples():
+        vs = '' if r.strategy == 'zero-shot' else f"+{r.only_this_right} / -{r.only_zero_shot_right}, p = {r.p_vs_zero_shot:.2g}"
+        out.append(f"| {r.strategy} | {r.recipe} | {r.weights} | {r.images} | {r.log_loss:.4f} | {r.accuracy:.2%} | {r.wrong} | {vs} | "
+                   f"{' '.join(f'{x:.4f}' for x in r.fold_log_loss)} | {r.train_seconds:.0f} |")
+    return '\n'.join(out) + '\n'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--strategies', default='freeze,partial')
+    ap.add_argument('--variants', default='dogft', help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument('--folds', type=int, default=5)
+    ap.add_argument('--seed', type=int, default=42)
+    ap.add_argument('--alphas', default=','.join(f'{a:g}' for a in ALPHAS))
+    ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
+    ap.add_argument('--data-dir', default=None, help='processed data to pool (default: $DOGFT_HOME/data/processed)')
+    ap.add_argument('--work-dir', default='/tmp/dogft-recipe-cv')
+    ap.add_argument('--out', default='bench/results/recipe_cv', help='writes OUT.md and OUT.json (the summary); the per-image predictions go to WORK_DIR/oof.csv')
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
+    alphas = [float(x) for x in a.alphas.split(',')]
+    dirs = fold_dirs(data_dir, Path(a.work_dir), a.folds)
+    rows = []
+    for v in a.variants.split(','):
+        for s in a.strategies.split(','):
+            for d in dirs:
+                t1 = time.time()
+                rows += fold_predictions(d, s, v, a.seed, alphas)
+                print(f'{v} {s} {d.name}: {time.time() - t1:.0f} s', flush=True)
+    df = pd.DataFrame(rows)
+    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])
+    info = (f'{MODEL}, bundled weights, seed {a.seed}, {a.folds} stratified folds (random_state 0) over '
+            f'{len(df.path.unique())} train+val images of {data_dir}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
+            f'dogft {dogft.__version__} (git {rev}).')
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sm = summary(df)
+    md = markdown(sm, command, info)
+    atomic_write(Path(a.work_dir)/'oof.csv', lambda p: df.to_csv(p, index=False))
+    atomic_write(out.with_suffix('.json'), lambda p: Path(p).write_text(sm.to_json(orient='records', indent=1)))
+    atomic_write(out.with_suffix('.md'), lambda p: Path(p).write_text(md))
+    print(md)
+
+
+if __name__ == '__main__': main()
