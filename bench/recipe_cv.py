@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse, hashlib, os, platform, shlex, subprocess, sys, time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
 import dogft
