@@ -139,6 +139,8 @@ def main():
     ap.add_argument('--work-dir', default='/tmp/dogft-recipe-cv')
     ap.add_argument('--out', default='bench/results/recipe_cv', help='writes OUT.md and OUT.json (the summary); the per-image predictions go to WORK_DIR/oof.csv')
     a = ap.parse_args()
+    if bad := [v for v in a.variants.split(',') if v not in VARIANTS]: ap.error(f"unknown variant(s) {', '.join(bad)}: use {', '.join(VARIANTS)}")
+    if a.folds < 2: ap.error('--folds must be at least 2')
     torch.set_num_threads(os.cpu_count())
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
     alphas = [float(x) for x in a.alphas.split(',')]
