@@ -261,8 +261,8 @@ def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     if not resume:
         shutil.rmtree(paths['checkpoints']); return None
     ck = torch.load(last, map_location='cpu', weights_only=False)
-    if ck.get('key') != key and (read_metrics(paths['metrics']) or {}).get('key') == ck.get('key'):  # the old settings' run had finished:
-        shutil.rmtree(paths['checkpoints']); return None                          # its results are in its files, nothing is lost
+    if ck.get('key') != key and (read_metrics(paths['metrics']) or {}).get('key') == ck.get('key'):
+        shutil.rmtree(paths['checkpoints']); return None  # the old settings' run had finished: its files hold its results, nothing is lost
     if ck.get('key') != key:
         raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, key)}): "
                          f"pass resume=False (dogft-train --no-resume) to discard it and start over")
@@ -317,7 +317,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     ck = _load_resume(paths, key, c.resume)
     warm = None
     if c.warm_start and c.strategy != 'freeze':  # resuming: the checkpoint says where it started; else (before seeding) the freeze run
-        warm = ck.get('warm_start') if ck and ck.get('warm_start') else _warm_start(c, quiet)
+        warm = (ck or {}).get('warm_start') or _warm_start(c, quiet)
     set_seed(c.seed, reproducible=True)
     device = _device(c.device)
     df = read_split(data_dir)
