@@ -38,7 +38,7 @@ from dogft.train import TrainConfig, predict_probs, run_paths, train_run, warm_s
 
 MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False)}  # as in bench/recipe_choices.py
+VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothing 0.1': dict(label_smoothing=0.1)}
 
 
 def fold_dirs(data_dir:Path, work_dir:Path, folds:int, seed:int=0)->list[Path]:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 import fastai, timm, sklearn
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import ParamScheduler, SchedCos
-from fastai.callback.tracker import EarlyStoppingCallback
+from fastai.callback.tracker import EarlyStoppingCallback, TrackerCallback
 from fastai.learner import Learner, Recorder
-from fastai.losses import CrossEntropyLossFlat
+from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import set_seed, to_float
@@ -29,10 +29,10 @@ from fastcore.script import call_parse, is_cli, store_true
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 # %% auto #0
-__all__ = ['RECIPES', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'save_torch', 'RunCheckpoint',
-           'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'read_metrics', 'finished_metrics', 'versions',
-           'test_metrics', 'train_run', 'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion',
-           'dogft_train']
+__all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'same_run',
+           'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'read_metrics',
+           'finished_metrics', 'versions', 'test_metrics', 'train_run', 'predict_probs', 'zero_shot_run',
+           'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -63,6 +63,7 @@ class TrainConfig:
     bn:str|None=None # BatchNorm policy: `eval`, `frozen` or `train` (`dogft.strategies`)
     patience:int|None=None # early stopping: epochs without a lower validation loss; 0: never stop early
     lr_mult:float|None=None # head lr / first group's lr (discriminative learning rates)
+    label_smoothing:float|None=None # ε of label-smoothed cross-entropy (fastai `LabelSmoothingCrossEntropyFlat`); 0: plain cross-entropy
     precision:str|None=None # `auto` (bf16 where supported), `bf16` or `fp32`
     device:str='auto' # `auto` (CUDA, MPS, CPU) or a torch device
     data_dir:str|None=None # processed data; `None`: `$DOGFT_HOME/data/processed`
@@ -73,8 +74,8 @@ class TrainConfig:
 
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
-    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, precision='auto'),
-    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, precision='fp32'))
+    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, precision='auto'),
+    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, precision='fp32'))
 
 def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
                   )->TrainConfig: # with the strategy's and the recipe's defaults filled in and every field checked
@@ -97,6 +98,7 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     if not c.lr > 0: raise DogftError(f"lr must be above 0, got {c.lr}")
     if not c.lr_mult >= 1: raise DogftError(f"lr_mult (head lr / first group's lr) must be at least 1, got {c.lr_mult}")
     if c.patience < 0: raise DogftError("patience must be 0 (never stop early) or more")
+    if not 0 <= c.label_smoothing < 1: raise DogftError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
 
@@ -125,7 +127,16 @@ def run_key(config:TrainConfig, # a resolved config
     key['split_sha256'] = hashlib.sha256((Path(data_dir)/'split.csv').read_bytes()).hexdigest()
     return key
 
+KEY_ADDED = dict(label_smoothing=0.0)  # settings added after runs were first written, with the value those runs used
+
+def same_run(old:dict|None, # the key a metrics file or checkpoint carries
+             new:dict # `run_key` of the run asked for
+            )->bool:
+    "Whether `old` is the key of run `new`; a setting added since `old` was written counts as the value runs had before it (`KEY_ADDED`)."
+    return old is not None and KEY_ADDED | old == new
+
 def _key_diff(old:dict, new:dict)->str:
+    old = KEY_ADDED | old
     return ', '.join(f'{k} {old.get(k)!r} → {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
 # %% ../nbs/03_train.ipynb #cf3d3b3d
@@ -177,13 +188,24 @@ class RunCheckpoint(Callback):
 
 # %% ../nbs/03_train.ipynb #141c2ecf
 class ResumableEarlyStopping(EarlyStoppingCallback):
-    "fastai's early stopping on `valid_loss`, starting from a saved best value and wait count."
-    def __init__(self, patience:int, best:float=float('inf'), wait:int=0):
+    "fastai's early stopping on `valid_loss`, starting from a saved best value and wait count; epochs counted as the run's."
+    def __init__(self, patience:int, # epochs without a lower validation loss before stopping
+                 best:float=float('inf'), # lowest validation loss so far (resuming)
+                 wait:int=0, # epochs since it was reached
+                 start_epoch:int=0, # epochs already done
+                 quiet:bool=False # say nothing when stopping
+                ):
         super().__init__(monitor='valid_loss', patience=patience, reset_on_fit=False)
-        self.best,self.start_wait = best,wait
+        self.best,self.start_wait,self.start_epoch,self.quiet = best,wait,start_epoch,quiet
     def before_fit(self):
         super().before_fit()
         self.wait = self.start_wait
+    def after_epoch(self):
+        TrackerCallback.after_epoch(self)
+        self.wait = 0 if self.new_best else self.wait + 1
+        if self.wait < self.patience: return
+        if not self.quiet: print(f'no lower validation loss since epoch {self.start_epoch + self.epoch + 1 - self.wait}: early stopping')
+        raise CancelFitException()
 
 # %% ../nbs/03_train.ipynb #c04494ed
 def cosine_schedule(lrs:list[float], # peak learning rate of each parameter group
@@ -230,7 +252,7 @@ def finished_metrics(config:TrainConfig|dict # a run's config
     c = resolve_config(config)
     d = Path(c.data_dir) if c.data_dir else dogft_home()/'data'/'processed'
     if not (d/'split.csv').exists() or (m := read_metrics(run_paths(c)['metrics'])) is None: return None
-    return m if m.get('key') == run_key(c, d) else None
+    return m if same_run(m.get('key'), run_key(c, d)) else None
 
 # %% ../nbs/03_train.ipynb #7b34e0f6
 def versions()->dict:
@@ -261,9 +283,9 @@ def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     if not resume:
         shutil.rmtree(paths['checkpoints']); return None
     ck = torch.load(last, map_location='cpu', weights_only=False)
-    if ck.get('key') != key and (read_metrics(paths['metrics']) or {}).get('key') == ck.get('key'):
+    if not same_run(ck.get('key'), key) and (read_metrics(paths['metrics']) or {}).get('key') == ck.get('key'):
         shutil.rmtree(paths['checkpoints']); return None  # the old settings' run had finished: its files hold its results, nothing is lost
-    if ck.get('key') != key:
+    if not same_run(ck.get('key'), key):
         raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, key)}): "
                          f"pass resume=False (dogft-train --no-resume) to discard it and start over")
     return ck
@@ -334,10 +356,11 @@ def train_run(config:TrainConfig|dict, # the run's settings
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c), warm_start=how.get('warm_start'))
     cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'])]
-    if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait']))
+    if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'], start_epoch=st['epoch'], quiet=quiet))
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
     if c.tensorboard: cbs.append(_tensorboard(paths['tensorboard']))
-    learn = Learner(dls, net, loss_func=CrossEntropyLossFlat(), opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
+    loss = LabelSmoothingCrossEntropyFlat(eps=c.label_smoothing) if c.label_smoothing else CrossEntropyLossFlat()
+    learn = Learner(dls, net, loss_func=loss, opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
                     splitter=lambda m: groups, metrics=accuracy, train_bn=False, cbs=cbs)
     learn.recorder.train_metrics = True
     if net is model: model.to(memory_format=torch.channels_last)
@@ -462,6 +485,7 @@ def dogft_train(
     bn:str=None, # BatchNorm policy: eval, frozen or train (default: the recipe's)
     patience:int=None, # early-stopping patience in epochs, 0 for none (default: the recipe's)
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
+    label_smoothing:float=None, # ε of label-smoothed cross-entropy, 0 for none (default: the recipe's)
     precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     device:str='auto', # auto, cpu, cuda, mps
     data_dir:str=None, # processed data (default: $DOGFT_HOME/data/processed)

@@ -144,3 +144,21 @@ def test_warm_start_starts_from_the_freeze_run(tiny, tmp_path):
     cold = train_run(_cfg(tiny, tmp_path/'cold', strategy='partial', lr=1e-9, epochs=1, warm_start=False), quiet=True)
     assert 'warm_start' not in cold['training'] and not run_paths(_cfg(tiny, tmp_path/'cold'))['metrics'].exists()
     assert cold['test_loss'] != m['test_loss']  # the ImageNet head's rows, not the trained head
+
+
+def test_label_smoothing_is_the_loss_trained_and_stopped_on(tiny, tmp_path):
+    "With `label_smoothing`, the validation loss (early stopping's, the best checkpoint's) is label-smoothed cross-entropy."
+    import torch.nn.functional as F
+    from dogft.loaders import get_test_dl
+    from dogft.models import imagenet_zero_shot
+    from dogft.train import predict_probs
+    cfg = _cfg(tiny, tmp_path, epochs=1, label_smoothing=0.2, augment='none', precision='fp32')
+    m = train_run(cfg, quiet=True)
+    assert m['config']['label_smoothing'] == 0.2
+    best = torch.load(run_paths(cfg)['best'], weights_only=False)
+    net = imagenet_zero_shot('efficientnet_lite0', m['class_names'], 'auto')
+    net.load_state_dict(best['state_dict'])
+    probs, targs = predict_probs(net, get_test_dl(tiny, best['data_config'], split='val', verbose=False))
+    smoothed = float(F.cross_entropy(probs.log(), targs, label_smoothing=0.2))
+    assert abs(m['history'][0]['val_loss'] - smoothed) < 1e-4
+    assert abs(smoothed - float(F.cross_entropy(probs.log(), targs))) > 1e-3  # so plain cross-entropy would fail the line above
