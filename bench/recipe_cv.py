@@ -14,6 +14,9 @@ What it compares, per strategy, on the out-of-fold predictions:
   freeze, the freeze run's best weights for partial and full with the warm start) and `alpha = 1` is the
   fine-tuned run itself. Floating-point tensors are interpolated; integer buffers are the fine-tuned run's.
 
+Variants (`--variants`): `dogft`, the recipe as it is; `no warm start`; `label smoothing 0.1`. Label smoothing
+lowers every prediction's confidence by design, so compare it on errors, not on log loss.
+
 The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
 fine-tuned end is selected on those images, the interpolations are not). Test-split numbers are not read:
 `dogft-analyze` reports the test split, this script only chooses.

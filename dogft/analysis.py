@@ -13,18 +13,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.metrics import classification_report, f1_score
-from fastcore.script import call_parse, is_cli
+from fastcore.script import call_parse, is_cli, store_true
 
 from .data import DogftError, atomic_write, dogft_home, make_image, run_name
 
 # %% auto #0
-__all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'write_text', 'save_fig', 'check_metrics', 'make_metrics',
-           'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs', 'strategy_rank', 'wilson_interval',
-           't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs', 'overfitting', 'group_runs', 'pretrained',
-           'n_correct', 'best_config', 'best_run', 'compare_configs', 'comparison_verdict', 'summarize_config',
-           'comparison_table', 'format_table', 'markdown_table', 'describe', 'which_to_pick', 'confused_pairs',
-           'summed_confusion', 'classification_reports', 'plot_curves', 'plot_confusion', 'plot_table', 'image_path',
-           'plot_gallery', 'write_reports', 'comparison_markdown', 'analyze', 'dogft_analyze']
+__all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'SHORT_COLUMNS', 'write_text', 'save_fig', 'check_metrics',
+           'make_metrics', 'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs', 'strategy_rank',
+           'wilson_interval', 't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs', 'overfitting',
+           'group_runs', 'pretrained', 'n_correct', 'best_config', 'best_run', 'compare_configs', 'comparison_verdict',
+           'summarize_config', 'comparison_table', 'format_table', 'markdown_table', 'short_table', 'describe',
+           'which_to_pick', 'confused_pairs', 'summed_confusion', 'classification_reports', 'plot_curves',
+           'plot_confusion', 'plot_table', 'image_path', 'plot_gallery', 'write_reports', 'comparison_markdown',
+           'analyze', 'nested_studies', 'dogft_analyze']
 
 # %% ../nbs/04_analysis.ipynb #a9496c09
 def write_text(path:Path, text:str)->Path:
@@ -400,6 +401,14 @@ def markdown_table(df:pd.DataFrame)->str:
     lines = ['| ' + ' | '.join(map(esc, df.columns)) + ' |', '|' + '|'.join('---' for _ in df.columns) + '|']
     return '\n'.join(lines + ['| ' + ' | '.join(esc(v) for v in r) + ' |' for r in df.itertuples(index=False)]) + '\n'
 
+# %% ../nbs/04_analysis.ipynb #af6f5654
+SHORT_COLUMNS = ['model', 'strategy', 'seeds', 'test acc (95% CI)', 'best val acc', 'train time']
+
+def short_table(table:pd.DataFrame # from `format_table`
+               )->str: # markdown
+    "The columns a terminal has room for: each configuration's test accuracy with its interval, validation accuracy, training time."
+    return markdown_table(table[SHORT_COLUMNS])
+
 # %% ../nbs/04_analysis.ipynb #e0d4d55b
 def _name(k): return f'{k[0]} / {k[1]}'
 
@@ -666,18 +675,31 @@ def analyze(out_dir=None, # root of `results/` (and `data/processed` for the gal
     summary = describe(df, best, tests, skipped, alpha)
     if not quiet:
         print(summary)
+        print(short_table(table))
         print(f"dogft-analyze: {len(runs)} runs, {len(groups)} configurations; wrote {len(files)} files under {out/'results'}")
     return dict(table=df, formatted=table, best=best, best_run=run_label(br), tests=tests, summary=summary,
                 runs=runs, skipped=skipped, files=files)
 
 # %% ../nbs/04_analysis.ipynb #56fb1b2b
+def nested_studies(out_dir=None # root of `results/`; `None`: `dogft_home()`
+                  )->list[Path]: # each a `$DOGFT_HOME` of its own, by name
+    "Studies kept inside this one: folders `results/NAME/` with runs of their own (like `results/seven_breeds`)."
+    root = Path(out_dir or dogft_home())/'results'
+    return sorted(p for p in root.iterdir() if (p/'results'/'metrics').is_dir()) if root.is_dir() else []
+
 @call_parse
 def dogft_analyze(
     out_dir:str=None, # root of results/ (default: $DOGFT_HOME, else the current directory)
     alpha:float=0.05, # significance level of the paired tests
+    no_studies:store_true=False, # leave out the studies nested under results/ (e.g. results/seven_breeds)
 ):
     "Compare all runs: training curves, comparison table with intervals and paired tests, confusion matrices, reports, gallery."
-    try: return analyze(out_dir, alpha=alpha, quiet=False)
+    try:
+        res = analyze(out_dir, alpha=alpha, quiet=False)
+        for study in ([] if no_studies else nested_studies(out_dir)):
+            print(f"\n## The study in {study}\n")
+            analyze(study, alpha=alpha, quiet=False)
+        return res
     except DogftError as e:
         if not is_cli(dogft_analyze): raise
         print(f'dogft-analyze: error: {e}', file=sys.stderr)
