@@ -6,11 +6,11 @@ Docs: https://dogft.github.io/dogft/data.html.md"""
 
 # %% auto #0
 __all__ = ['ALL_BREEDS', 'DEFAULT_BREEDS', 'MIN_SIZE', 'STANFORD_URL', 'NO_SOURCE_HINT', 'SPLITS', 'SPLIT_FRACS', 'DATA_VERSION',
-           'DogftError', 'UnknownBreedError', 'Breed', 'breed_name', 'load_breeds', 'resolve_breeds', 'dogft_home',
-           'default_data_dir', 'shared_stanford_dogs', 'run_name', 'check_image', 'encode_jpeg', 'make_image',
-           'breed_folders', 'iter_folder', 'iter_tar', 'check_online', 'download', 'split_sizes', 'assign_splits',
-           'count_table', 'prepare_data', 'read_split', 'make_fake_stanford', 'atomic_write', 'save_json',
-           'ensure_data', 'dogft_data']
+           'DogftError', 'NothingToDo', 'UnknownBreedError', 'Breed', 'breed_name', 'load_breeds', 'resolve_breeds',
+           'dogft_home', 'default_data_dir', 'shared_stanford_dogs', 'run_name', 'check_image', 'encode_jpeg',
+           'make_image', 'breed_folders', 'iter_folder', 'iter_tar', 'check_online', 'download', 'split_sizes',
+           'assign_splits', 'count_table', 'prepare_data', 'read_split', 'make_fake_stanford', 'atomic_write',
+           'save_json', 'ensure_data', 'dogft_data']
 
 # %% ../nbs/00_data.ipynb #a422226f
 import os, re, io, csv, json, sys, time, socket, shutil, hashlib, tarfile, zlib, difflib, tempfile
@@ -29,6 +29,9 @@ from .predict import to_rgb
 # %% ../nbs/00_data.ipynb #ab7a48f9
 class DogftError(Exception):
     "An error with a one-line message for the user; console scripts print it without a traceback."
+
+class NothingToDo(DogftError):
+    "A step that has nothing to work on here (export with no run's weights): alone it is an error, after `dogft-run-all`'s matrix it is skipped."
 
 class UnknownBreedError(DogftError, ValueError):
     "A breed name that is not one of the 120 Stanford Dogs breeds."

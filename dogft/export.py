@@ -27,7 +27,7 @@ __all__ = ['RUN_COLUMNS', 'OPSET', 'QUANT', 'LIMITS', 'list_runs', 'pick_run', '
 
 # %% ../nbs/05_export.ipynb #e72f0f7e
 import dogft
-from .data import DogftError, dogft_home, read_split, run_name, save_json
+from .data import DogftError, NothingToDo, dogft_home, read_split, run_name, save_json
 from .loaders import DEFAULT_DATA_CONFIG, cache_path, cache_spec, normalize_uint8
 from .models import RandomInitWarning, create_model, model_data_config
 from .train import save_torch, versions
@@ -67,9 +67,14 @@ def pick_run(root=None, # root of `results/` and `models/`; `None`: `dogft_home(
         r = hit.iloc[0].to_dict()
         if not r['has_checkpoint']: raise DogftError(f"run {run} has no best checkpoint {r['checkpoint']}: train it again with dogft-train")
         return r
-    ok = runs[runs.has_checkpoint & runs.best_val_acc.notna()]
-    if ok.empty: raise DogftError(f"no finished run with a best checkpoint under {root} (results/metrics, models): "
-                                  f"run dogft-train or dogft-run-all first, or pass out_dir")
+    done = runs[runs.best_val_acc.notna()]
+    if done.empty: raise DogftError(f"no finished run under {root} (results/metrics): run dogft-train or dogft-run-all first, or pass out_dir")
+    ok,best = done[done.has_checkpoint],done.iloc[0]
+    if ok.empty: raise NothingToDo(f"the {len(done)} finished run(s) under {root} have metrics but no weights in {root/'models'} "
+                                   f"(a clone of the repository has the metrics only): train the best, {best.run}, again "
+                                   f"(dogft-train ... --no-resume, or dogft-run-all ... --force) to export it")
+    if ok.iloc[0].run != best.run:
+        print(f"dogft-export: the best run, {best.run}, has no weights ({best.checkpoint}): taking {ok.iloc[0].run}, the best that has", file=sys.stderr)
     return ok.iloc[0].to_dict()
 
 # %% ../nbs/05_export.ipynb #b3cfc898

@@ -20,7 +20,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict
 import nbformat
 
-from .data import DogftError, dogft_home, ensure_data, run_name
+from .data import DogftError, NothingToDo, dogft_home, ensure_data, run_name
 from .models import check_model_name, resolve_weights
 from .strategies import STRATEGIES, check_strategy
 
@@ -308,6 +308,9 @@ def run_followups(root, # root of `results/` and `models/`
                     if old is None: os.environ.pop('DOGFT_HOME', None)
                     else: os.environ['DOGFT_HOME'] = old
             res[mod] = 'done'
+        except NothingToDo as e:
+            res[mod] = f'skipped ({_one_line(e)})'
+            print(f'dogft-run-all: {mod}.{fn} {res[mod]}', file=sys.stderr)
         except Exception as e:
             res[mod] = f'failed: {_one_line(e)}'
             print(f'dogft-run-all: {mod}.{fn} {res[mod]}', file=sys.stderr)

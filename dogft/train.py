@@ -268,12 +268,12 @@ def _device(name:str)->torch.device:
     return auto_device() if name == 'auto' else torch.device(name)
 
 def _warm_start(c:TrainConfig, quiet:bool)->dict:
-    "The freeze run partial/full run `c` starts from, trained first when it has not finished: its name, training seconds, best weights."
+    "The freeze run partial/full run `c` starts from, trained first when it has not finished or its weights are gone: its name, training seconds, best weights."
     w = warm_start_config(c)
     name = run_name(w.model, w.strategy, w.seed, w.recipe)
-    if (m := finished_metrics(w)) is None:
+    if (m := finished_metrics(w)) is None or not run_paths(w)['best'].exists():  # a clone of the repository has metrics, no weights
         if not quiet: print(f"warm start: training {name} first")
-        m = train_run(w, quiet=quiet)
+        m = train_run(dataclasses.replace(w, resume=m is None), quiet=quiet)
     return dict(run=name, seconds=m['train_seconds'], best=str(run_paths(w)['best']))
 
 def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:

@@ -162,3 +162,15 @@ def test_label_smoothing_is_the_loss_trained_and_stopped_on(tiny, tmp_path):
     smoothed = float(F.cross_entropy(probs.log(), targs, label_smoothing=0.2))
     assert abs(m['history'][0]['val_loss'] - smoothed) < 1e-4
     assert abs(smoothed - float(F.cross_entropy(probs.log(), targs))) > 1e-3  # so plain cross-entropy would fail the line above
+
+
+def test_a_clone_retrains_the_freeze_run_whose_weights_are_missing(tiny, tmp_path):
+    "A clone of the repository has metrics files but no weights: retraining partial trains its freeze run again instead of failing."
+    from dogft.train import resolve_config, warm_start_config
+    cfg = _cfg(tiny, tmp_path, strategy='partial', epochs=1)
+    train_run(cfg, quiet=True)
+    w = run_paths(warm_start_config(resolve_config(cfg)))
+    w['best'].unlink()  # what a clone has: results/metrics committed, models/*.pth not
+    first = w['metrics'].stat().st_mtime_ns
+    m = train_run(_cfg(tiny, tmp_path, strategy='partial', epochs=1, resume=False), quiet=True)
+    assert w['best'].exists() and w['metrics'].stat().st_mtime_ns > first and m['training']['warm_start']['run'] == 'efficientnet_lite0_freeze_s42'
