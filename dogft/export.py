@@ -67,7 +67,7 @@ def pick_run(root=None, # root of `results/` and `models/`; `None`: `dogft_home(
         r = hit.iloc[0].to_dict()
         if not r['has_checkpoint']: raise DogftError(f"run {run} has no best checkpoint {r['checkpoint']}: train it again with dogft-train")
         return r
-    done = runs[runs.best_val_acc.notna()]
+    done = runs[runs.best_val_acc.notna() & (runs.strategy != 'zero-shot')]  # the zero-shot head is measured, not trained: no weights file
     if done.empty: raise DogftError(f"no finished run under {root} (results/metrics): run dogft-train or dogft-run-all first, or pass out_dir")
     ok,best = done[done.has_checkpoint],done.iloc[0]
     if ok.empty: raise NothingToDo(f"the {len(done)} finished run(s) under {root} have metrics but no weights in {root/'models'} "
