@@ -271,9 +271,10 @@ def _warm_start(c:TrainConfig, quiet:bool)->dict:
     "The freeze run partial/full run `c` starts from, trained first when it has not finished or its weights are gone: its name, training seconds, best weights."
     w = warm_start_config(c)
     name = run_name(w.model, w.strategy, w.seed, w.recipe)
-    if (m := finished_metrics(w)) is None or not run_paths(w)['best'].exists():  # a clone of the repository has metrics, no weights
+    m = finished_metrics(w)
+    if m is None or not run_paths(w)['best'].exists():  # a clone of the repository has the metrics, not the weights
         if not quiet: print(f"warm start: training {name} first")
-        m = train_run(dataclasses.replace(w, resume=m is None), quiet=quiet)
+        m = train_run(dataclasses.replace(w, resume=m is None), quiet=quiet)  # finished but weightless: train it over
     return dict(run=name, seconds=m['train_seconds'], best=str(run_paths(w)['best']))
 
 def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
@@ -418,7 +419,7 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     df = read_split(data_dir)
     vocab = sorted(df.breed.unique())
     cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=str(data_dir.resolve()))
-    key = {k: v for k,v in cfg.items() if k not in _NOT_IN_KEY} | dict(split_sha256=run_key(c, data_dir)['split_sha256'])
+    key = dict(model=model, strategy='zero-shot', weights=weights, split_sha256=run_key(c, data_dir)['split_sha256'])  # all an untrained head depends on
     path = run_paths(dataclasses.replace(c, strategy='zero-shot', seed=0))['metrics']
     if (old := read_metrics(path)) and old.get('key') == key: return old
     net = imagenet_zero_shot(model, vocab, weights)

@@ -174,3 +174,16 @@ def test_a_clone_retrains_the_freeze_run_whose_weights_are_missing(tiny, tmp_pat
     first = w['metrics'].stat().st_mtime_ns
     m = train_run(_cfg(tiny, tmp_path, strategy='partial', epochs=1, resume=False), quiet=True)
     assert w['best'].exists() and w['metrics'].stat().st_mtime_ns > first and m['training']['warm_start']['run'] == 'efficientnet_lite0_freeze_s42'
+
+
+def test_zero_shot_row_depends_on_model_weights_and_split_only(tiny, tmp_path):
+    "The zero-shot metrics are reused whatever training settings come later; another split makes them again."
+    from dogft.train import zero_shot_run
+    m = zero_shot_run(data_dir=str(tiny), out_dir=str(tmp_path), quiet=True)
+    assert set(m['key']) == {'model', 'strategy', 'weights', 'split_sha256'} and m['strategy'] == 'zero-shot'
+    f = tmp_path/'results'/'metrics'/'efficientnet_lite0_zero-shot_s0_results.json'
+    mtime = f.stat().st_mtime_ns
+    assert zero_shot_run(data_dir=str(tiny), out_dir=str(tmp_path), quiet=True)['key'] == m['key'] and f.stat().st_mtime_ns == mtime
+    (tiny/'split.csv').write_text((tiny/'split.csv').read_text() + '\n')  # the split file changes
+    try: assert zero_shot_run(data_dir=str(tiny), out_dir=str(tmp_path), quiet=True)['key']['split_sha256'] != m['key']['split_sha256']
+    finally: (tiny/'split.csv').write_text((tiny/'split.csv').read_text()[:-1])
