@@ -14,8 +14,9 @@ What it compares, per strategy, on the out-of-fold predictions:
   freeze, the freeze run's best weights for partial and full with the warm start) and `alpha = 1` is the
   fine-tuned run itself. Floating-point tensors are interpolated; integer buffers are the fine-tuned run's.
 
-Variants (`--variants`): `dogft`, the recipe as it is; `no warm start`; `label smoothing 0.1`. Label smoothing
-lowers every prediction's confidence by design, so compare it on errors, not on log loss.
+Variants (`--variants`): `dogft`, the recipe as it is; `no warm start`; `label smoothing 0.1`; `ema 0.9` and
+`ema 0.97` (validate and keep a moving average of the weights, `TrainConfig.ema`). Label smoothing lowers every
+prediction's confidence by design, so compare it on errors, not on log loss.
 
 The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
 fine-tuned end is selected on those images, the interpolations are not). Test-split numbers are not read:
@@ -41,7 +42,8 @@ from dogft.train import TrainConfig, predict_probs, run_paths, train_run, warm_s
 
 MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothing 0.1': dict(label_smoothing=0.1)}
+VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothing 0.1': dict(label_smoothing=0.1),
+            'ema 0.9': dict(ema=0.9), 'ema 0.97': dict(ema=0.97)}
 
 
 def fold_dirs(data_dir:Path, work_dir:Path, folds:int, seed:int=0)->list[Path]:

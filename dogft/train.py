@@ -27,12 +27,13 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import set_seed, to_float
 from fastcore.script import call_parse, is_cli, store_true
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
+from timm.utils import ModelEmaV3
 
 # %% auto #0
 __all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'same_run',
-           'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'read_metrics',
-           'finished_metrics', 'versions', 'test_metrics', 'train_run', 'predict_probs', 'zero_shot_run',
-           'plot_history', 'plot_confusion', 'dogft_train']
+           'EmaWeights', 'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast',
+           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'train_run', 'predict_probs',
+           'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -64,6 +65,7 @@ class TrainConfig:
     patience:int|None=None # early stopping: epochs without a lower validation loss; 0: never stop early
     lr_mult:float|None=None # head lr / first group's lr (discriminative learning rates)
     label_smoothing:float|None=None # ε of label-smoothed cross-entropy (fastai `LabelSmoothingCrossEntropyFlat`); 0: plain cross-entropy
+    ema:float|None=None # decay of a moving average of the trained weights (timm `ModelEmaV3`), validated and kept instead of them; 0: none
     precision:str|None=None # `auto` (bf16 where supported), `bf16` or `fp32`
     device:str='auto' # `auto` (CUDA, MPS, CPU) or a torch device
     data_dir:str|None=None # processed data; `None`: `$DOGFT_HOME/data/processed`
@@ -74,8 +76,8 @@ class TrainConfig:
 
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
-    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, precision='auto'),
-    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, precision='fp32'))
+    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto'),
+    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32'))
 
 def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
                   )->TrainConfig: # with the strategy's and the recipe's defaults filled in and every field checked
@@ -99,6 +101,7 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     if not c.lr_mult >= 1: raise DogftError(f"lr_mult (head lr / first group's lr) must be at least 1, got {c.lr_mult}")
     if c.patience < 0: raise DogftError("patience must be 0 (never stop early) or more")
     if not 0 <= c.label_smoothing < 1: raise DogftError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
+    if not 0 <= c.ema < 1: raise DogftError(f"ema (the average's decay per step) must be in [0, 1), got {c.ema}")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
 
@@ -127,7 +130,7 @@ def run_key(config:TrainConfig, # a resolved config
     key['split_sha256'] = hashlib.sha256((Path(data_dir)/'split.csv').read_bytes()).hexdigest()
     return key
 
-KEY_ADDED = dict(label_smoothing=0.0)  # settings added after runs were first written, with the value those runs used
+KEY_ADDED = dict(label_smoothing=0.0, ema=0.0)  # settings added after runs were first written, with the value those runs used
 
 def same_run(old:dict|None, # the key a metrics file or checkpoint carries
              new:dict # `run_key` of the run asked for
@@ -138,6 +141,28 @@ def same_run(old:dict|None, # the key a metrics file or checkpoint carries
 def _key_diff(old:dict, new:dict)->str:
     old = KEY_ADDED | old
     return ', '.join(f'{k} {old.get(k)!r} → {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+
+# %% ../nbs/03_train.ipynb #ae9d1fe4
+class EmaWeights(Callback):
+    "A moving average of `model`'s weights (timm `ModelEmaV3`), updated after each optimizer step and swapped in for validation."
+    def __init__(self, model:nn.Module, # the full model (the learner may train only its suffix)
+                 decay:float, # weight of the old average at each step: 0.9 averages over about the last 10 steps
+                 state:dict|None=None # an average saved by `averaged` (resuming)
+                ):
+        self.net,self.decay,self.state,self.trained = model,decay,state,None
+    def before_fit(self):
+        self.avg = ModelEmaV3(self.net, decay=self.decay)  # here, once fastai has moved the model to its device
+        if self.state is not None: self.avg.module.load_state_dict(self.state)
+    def after_step(self): self.avg.update(self.net)
+    def before_validate(self):
+        self.trained = {k: v.clone() for k,v in self.net.state_dict().items()}
+        self.net.load_state_dict(self.avg.module.state_dict())
+    def after_validate(self):
+        self.net.load_state_dict(self.trained)
+        self.trained = None
+    def averaged(self)->dict:
+        "The averaged weights, as a state dict of the full model."
+        return self.avg.module.state_dict()
 
 # %% ../nbs/03_train.ipynb #cf3d3b3d
 def save_torch(obj, path:Path)->Path:
@@ -163,9 +188,10 @@ class RunCheckpoint(Callback):
                  history:list=None, # rows of the epochs already done
                  best:float=float('inf'), # lowest validation loss so far
                  wait:int=0, # epochs since it was reached
-                 every:int=5 # keep `epoch_NNN.pth` every `every` epochs
+                 every:int=5, # keep `epoch_NNN.pth` every `every` epochs
+                 ema:EmaWeights|None=None # the weight average validated instead of the weights, when there is one
                 ):
-        self.net,self.paths,self.key,self.meta,self.start = model,paths,key,meta,start_epoch
+        self.net,self.paths,self.key,self.meta,self.start,self.ema = model,paths,key,meta,start_epoch,ema
         self.history,self.best,self.wait,self.every = list(history or []),best,wait,every
 
     def before_epoch(self): self.t0 = time.time()
@@ -178,13 +204,18 @@ class RunCheckpoint(Callback):
         self.history.append({k: float(x) for k,x in row.items()} | dict(epoch=ep))
         if v['valid_loss'] < self.best:
             self.best,self.wait = float(v['valid_loss']),0
-            save_torch(dict(self.meta, state_dict=self.net.state_dict(), epoch=ep, val_loss=row['val_loss'],
+            save_torch(dict(self.meta, state_dict=self.validated_weights(), epoch=ep, val_loss=row['val_loss'],
                             val_acc=row['val_acc'], key=self.key), self.paths['best'])
         else: self.wait += 1
         state = dict(key=self.key, epoch=ep, model=self.net.state_dict(), opt=self.opt.state_dict(), rng=_rng_state(),
-                     history=self.history, best=self.best, wait=self.wait, warm_start=self.meta.get('warm_start'))
+                     history=self.history, best=self.best, wait=self.wait, warm_start=self.meta.get('warm_start'),
+                     ema=self.ema.averaged() if self.ema else None)
         save_torch(state, self.paths['checkpoints']/'last.pth')
         if ep % self.every == 0: shutil.copyfile(self.paths['checkpoints']/'last.pth', self.paths['checkpoints']/f'epoch_{ep:03d}.pth')
+
+    def validated_weights(self)->dict:
+        "The weights this epoch's validation loss belongs to: the average's, else the model's."
+        return self.ema.averaged() if self.ema else self.net.state_dict()
 
 # %% ../nbs/03_train.ipynb #141c2ecf
 class ResumableEarlyStopping(EarlyStoppingCallback):
@@ -356,7 +387,9 @@ def train_run(config:TrainConfig|dict, # the run's settings
     if warm: how['warm_start'] = {k: v for k,v in warm.items() if k != 'best'}
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     meta = dict(model=c.model, class_names=vocab, data_config=dc, strategy=c.strategy, config=asdict(c), warm_start=how.get('warm_start'))
-    cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'])]
+    ema = EmaWeights(model, c.ema, state=st.get('ema')) if c.ema else None
+    cbs = [RunCheckpoint(model, paths, key, meta, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'], ema=ema)]
+    if ema: cbs.append(ema)
     if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'], start_epoch=st['epoch'], quiet=quiet))
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
     if c.tensorboard: cbs.append(_tensorboard(paths['tensorboard']))
@@ -487,6 +520,7 @@ def dogft_train(
     patience:int=None, # early-stopping patience in epochs, 0 for none (default: the recipe's)
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
     label_smoothing:float=None, # ε of label-smoothed cross-entropy, 0 for none (default: the recipe's)
+    ema:float=None, # decay of the moving average of the weights that is validated and kept, 0 for none (default: the recipe's)
     precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     device:str='auto', # auto, cpu, cuda, mps
     data_dir:str=None, # processed data (default: $DOGFT_HOME/data/processed)

@@ -187,3 +187,36 @@ def test_zero_shot_row_depends_on_model_weights_and_split_only(tiny, tmp_path):
     (tiny/'split.csv').write_text((tiny/'split.csv').read_text() + '\n')  # the split file changes
     try: assert zero_shot_run(data_dir=str(tiny), out_dir=str(tmp_path), quiet=True)['key']['split_sha256'] != m['key']['split_sha256']
     finally: (tiny/'split.csv').write_text((tiny/'split.csv').read_text()[:-1])
+
+
+def test_ema_average_is_validated_kept_and_resumed(tiny, tmp_path, monkeypatch):
+    "With `ema`, each epoch validates the weight average, the best checkpoint holds it, and a resumed run continues it."
+    import dogft.train as dt
+    from dogft.loaders import get_test_dl
+    from dogft.models import imagenet_zero_shot
+    cfg = _cfg(tiny, tmp_path, epochs=3, ema=0.9, lr=1e-2, augment='none', precision='fp32', patience=0)
+    after_epoch = dt.RunCheckpoint.after_epoch
+    def interrupted_after_two(self):
+        after_epoch(self)
+        if self.start + self.epoch + 1 == 2: raise KeyboardInterrupt
+    monkeypatch.setattr(dt.RunCheckpoint, 'after_epoch', interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt): train_run(cfg, quiet=True)
+    monkeypatch.undo()
+    last = torch.load(run_paths(cfg)['checkpoints']/'last.pth', weights_only=False)
+    net = imagenet_zero_shot('efficientnet_lite0', BREEDS, 'auto')
+    dl = get_test_dl(tiny, torch.load(run_paths(cfg)['best'], weights_only=False)['data_config'], split='val', verbose=False)
+    def val_loss(sd):
+        net.load_state_dict(sd)
+        probs, targs = dt.predict_probs(net, dl)
+        return float(torch.nn.functional.nll_loss(probs.log(), targs))
+    assert abs(val_loss(last['ema']) - last['history'][-1]['val_loss']) < 1e-4  # the epoch validated the average ...
+    assert abs(val_loss(last['model']) - last['history'][-1]['val_loss']) > 1e-3  # ... not the weights it trained
+    seen = []
+    class Spy(dt.EmaWeights):
+        def before_fit(self): super().before_fit(); seen.append({k: v.clone() for k, v in self.averaged().items()})
+    monkeypatch.setattr(dt, 'EmaWeights', Spy)
+    m = train_run(cfg, quiet=True)
+    assert len(seen) == 1 and all(torch.equal(seen[0][k], v) for k, v in last['ema'].items())  # the average went on from the saved one
+    assert [h['epoch'] for h in m['history']] == [1, 2, 3] and m['history'][:2] == last['history']
+    best = torch.load(run_paths(cfg)['best'], weights_only=False)
+    assert abs(val_loss(best['state_dict']) - m['history'][best['epoch'] - 1]['val_loss']) < 1e-4
