@@ -15,7 +15,8 @@ What it compares, per strategy, on the out-of-fold predictions:
   fine-tuned run itself. Floating-point tensors are interpolated; integer buffers are the fine-tuned run's.
 
 Variants (`--variants`): `dogft`, the recipe as it is; `no warm start`; `label smoothing 0.1`; `ema 0.9` and
-`ema 0.97` (validate and keep a moving average of the weights, `TrainConfig.ema`). Label smoothing lowers every
+`ema 0.97` (validate and keep a moving average of the weights, `TrainConfig.ema`); `lr x1/3` and `lr x3` (the
+strategy's default learning rate scaled; a partial or full run's freeze run keeps its own). Label smoothing lowers every
 prediction's confidence by design, so compare it on errors, not on log loss.
 
 The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
@@ -37,13 +38,21 @@ import dogft
 from dogft.analysis import mcnemar_exact
 from dogft.data import atomic_write, ensure_data, read_split
 from dogft.loaders import get_test_dl
+from dogft.strategies import strategy_defaults
 from dogft.models import imagenet_zero_shot, model_data_config
 from dogft.train import TrainConfig, predict_probs, run_paths, train_run, warm_start_config, resolve_config
 
 MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothing 0.1': dict(label_smoothing=0.1),
-            'ema 0.9': dict(ema=0.9), 'ema 0.97': dict(ema=0.97)}
+            'ema 0.9': dict(ema=0.9), 'ema 0.97': dict(ema=0.97), 'lr x1/3': dict(lr_times=1/3), 'lr x3': dict(lr_times=3)}
+
+
+def variant_settings(variant:str, strategy:str)->dict:
+    "The `TrainConfig` settings of `variant` for `strategy` (`lr_times` scales the strategy's default learning rate)."
+    kw = dict(VARIANTS[variant])
+    if 'lr_times' in kw: kw['lr'] = strategy_defaults(strategy)['lr'] * kw.pop('lr_times')
+    return kw
 
 
 def fold_dirs(data_dir:Path, work_dir:Path, folds:int, seed:int=0)->list[Path]:
@@ -73,8 +82,8 @@ def interpolate(start:dict, tuned:dict, alpha:float)->dict:
 
 def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[dict]:
     "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha."
-    out = d/'runs'/variant.replace(' ', '-')
-    c = resolve_config(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(out), **VARIANTS[variant]))
+    out = d/'runs'/variant.replace(' ', '-').replace('/', '-')
+    c = resolve_config(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(out), **variant_settings(variant, strategy)))
     m = train_run(c, quiet=True)
     tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode()).hexdigest()[:12]
     cache = out/'oof'/f"{run_paths(c)['metrics'].stem}_{tag}.csv"  # this run's predictions, for these alphas
