@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 import fastai, timm, sklearn
 from fastai.callback.core import Callback, CancelFitException
-from fastai.callback.schedule import ParamScheduler, SchedCos
+from fastai.callback.schedule import ParamScheduler, SchedCos, SuggestionMethod
 from fastai.callback.tracker import EarlyStoppingCallback, TrackerCallback
 from fastai.learner import Learner, Recorder
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
@@ -32,7 +32,7 @@ from timm.utils import ModelEmaV3
 # %% auto #0
 __all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'same_run',
            'EmaWeights', 'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast',
-           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'train_run', 'predict_probs',
+           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'train_run', 'find_lr', 'predict_probs',
            'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
@@ -337,6 +337,25 @@ def _build_loaders(model, c:TrainConfig, data_dir:Path, dc:dict, device, quiet:b
                 feature_seconds=round(time.time() - t0, 2), feature_shape=list(fdls.train.feats.shape[2:]))
     return suffix,fdls,info
 
+# %% ../nbs/03_train.ipynb #32ca855c
+def _run_model(c:TrainConfig, vocab:list, start:dict|None):
+    "Run `c`'s model with its new head, its strategy applied and its starting weights `start`; its data config, trainable groups and parameter counts."
+    model = imagenet_zero_shot(c.model, vocab, c.weights) if c.head_init == 'imagenet' else create_model(c.model, len(vocab), c.weights)
+    dc = model_data_config(model)
+    if c.img_size: dc['input_size'] = (3, c.img_size, c.img_size)
+    groups = apply_strategy(model, c.strategy, bn=c.bn)
+    counts = count_params(model)
+    if start is not None: model.load_state_dict(start)
+    return model,dc,groups,counts
+
+def _learner(c:TrainConfig, net:nn.Module, dls, groups:list, cbs:list, path=None)->Learner:
+    "The fastai `Learner` of run `c`: Adam over the strategy's parameter groups, the run's loss, BatchNorm left to the strategy."
+    loss = LabelSmoothingCrossEntropyFlat(eps=c.label_smoothing) if c.label_smoothing else CrossEntropyLossFlat()
+    learn = Learner(dls, net, loss_func=loss, opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
+                    splitter=lambda m: groups, metrics=accuracy, train_bn=False, cbs=cbs, path=path)
+    learn.recorder.train_metrics = True
+    return learn
+
 # %% ../nbs/03_train.ipynb #d11ad19b
 def test_metrics(probs:torch.Tensor, # `[N, C]` predicted probabilities
                  targs:torch.Tensor, # `[N]` true class indices
@@ -376,13 +395,8 @@ def train_run(config:TrainConfig|dict, # the run's settings
     device = _device(c.device)
     df = read_split(data_dir)
     vocab = sorted(df.breed.unique())
-    model = imagenet_zero_shot(c.model, vocab, c.weights) if c.head_init == 'imagenet' else create_model(c.model, len(vocab), c.weights)
-    dc = model_data_config(model)
-    if c.img_size: dc['input_size'] = (3, c.img_size, c.img_size)
-    groups = apply_strategy(model, c.strategy, bn=c.bn)
-    total,trainable = count_params(model)
-    if ck: model.load_state_dict(ck['model'])
-    elif warm: model.load_state_dict(torch.load(warm['best'], map_location='cpu', weights_only=False)['state_dict'])
+    start = ck['model'] if ck else torch.load(warm['best'], map_location='cpu', weights_only=False)['state_dict'] if warm else None
+    model,dc,groups,(total,trainable) = _run_model(c, vocab, start)
     net,dls,how = _build_loaders(model, c, data_dir, dc, device, quiet)
     if warm: how['warm_start'] = {k: v for k,v in warm.items() if k != 'best'}
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
@@ -393,10 +407,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
     if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'], start_epoch=st['epoch'], quiet=quiet))
     if (dt := autocast_dtype(device, c.precision)) is not None: cbs.append(Autocast(device.type, dt))
     if c.tensorboard: cbs.append(_tensorboard(paths['tensorboard']))
-    loss = LabelSmoothingCrossEntropyFlat(eps=c.label_smoothing) if c.label_smoothing else CrossEntropyLossFlat()
-    learn = Learner(dls, net, loss_func=loss, opt_func=partial(OptimWrapper, opt=torch.optim.Adam),
-                    splitter=lambda m: groups, metrics=accuracy, train_bn=False, cbs=cbs)
-    learn.recorder.train_metrics = True
+    learn = _learner(c, net, dls, groups, cbs)
     if net is model: model.to(memory_format=torch.channels_last)
     lrs = group_lrs(c.lr, len(groups), c.lr_mult)
     learn.create_opt()
@@ -428,6 +439,31 @@ def train_run(config:TrainConfig|dict, # the run's settings
     if not quiet: print(f"{name}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
                         f"{m['train_seconds']:.0f} s; wrote {paths['metrics']}")
     return m
+
+# %% ../nbs/03_train.ipynb #4aea578d
+def find_lr(config:TrainConfig|dict, # the run's settings; its `lr` is only reported
+            quiet:bool=False, # no progress bars
+            show_plot:bool=False # draw fastai's loss-against-learning-rate plot with the suggestions
+           )->dict: # `valley` and `slide` (fastai's suggestions), the run's `lr`, and the curve: `lrs`, `losses`
+    "fastai's learning-rate finder on the learner run `config` would train; writes no run files."
+    c = resolve_config(config)
+    data_dir = _data_dir(c)
+    warm = _warm_start(c, quiet) if c.warm_start and c.strategy != 'freeze' else None
+    set_seed(c.seed, reproducible=True)
+    device = _device(c.device)
+    vocab = sorted(read_split(data_dir).breed.unique())
+    start = torch.load(warm['best'], map_location='cpu', weights_only=False)['state_dict'] if warm else None
+    model,dc,groups,_ = _run_model(c, vocab, start)
+    net,dls,_ = _build_loaders(model, c, data_dir, dc, device, quiet)
+    cbs = [Autocast(device.type, dt)] if (dt := autocast_dtype(device, c.precision)) is not None else []
+    with tempfile.TemporaryDirectory() as tmp:  # lr_find saves and restores the weights under the learner's path
+        learn = _learner(c, net, dls, groups, cbs, path=tmp)
+        if net is model: model.to(memory_format=torch.channels_last)
+        with contextlib.ExitStack() as ctx:
+            if quiet: ctx.enter_context(learn.no_bar())
+            s = learn.lr_find(stop_div=False, suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Slide), show_plot=show_plot)
+    return dict(valley=float(s.valley), slide=float(s.slide), lr=c.lr,
+                lrs=[float(x) for x in learn.recorder.lrs], losses=[float(x) for x in learn.recorder.losses])
 
 # %% ../nbs/03_train.ipynb #bf4c34bc
 @torch.no_grad()
@@ -528,11 +564,18 @@ def dogft_train(
     no_resume:store_true=False, # discard this run's checkpoints and finished metrics, start over
     breeds:str=None, # comma-separated breeds (default: the five default breeds)
     tensorboard:store_true=False, # also log to TensorBoard
+    lr_find:store_true=False, # only run fastai's learning-rate finder on this run's learner and print its suggestions
 ):
     "Train one run (model × strategy × seed) and write its metrics JSON and best checkpoint."
-    kw = {k: v for k,v in locals().items() if k not in ('no_cache_features', 'no_resume', 'no_warm_start')}
-    try: return train_run(TrainConfig(**kw, cache_features=False if no_cache_features else None, resume=not no_resume,
-                                      warm_start=False if no_warm_start else None))
+    kw = {k: v for k,v in locals().items() if k not in ('no_cache_features', 'no_resume', 'no_warm_start', 'lr_find')}
+    try:
+        config = TrainConfig(**kw, cache_features=False if no_cache_features else None, resume=not no_resume,
+                             warm_start=False if no_warm_start else None)
+        if not lr_find: return train_run(config)
+        found = find_lr(config)
+        print(f"learning-rate finder, {run_name(model, strategy, seed, recipe)}: valley {found['valley']:.1e}, slide {found['slide']:.1e} "
+              f"(the recipe's lr: {found['lr']:.1e}); nothing trained")
+        return found
     except DogftError as e:
         if not is_cli(dogft_train): raise
         print(f"dogft-train: error: {e}", file=sys.stderr)

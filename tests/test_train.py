@@ -220,3 +220,17 @@ def test_ema_average_is_validated_kept_and_resumed(tiny, tmp_path, monkeypatch):
     assert [h['epoch'] for h in m['history']] == [1, 2, 3] and m['history'][:2] == last['history']
     best = torch.load(run_paths(cfg)['best'], weights_only=False)
     assert abs(val_loss(best['state_dict']) - m['history'][best['epoch'] - 1]['val_loss']) < 1e-4
+
+
+def test_lr_find_suggests_and_keeps_nothing(tiny, tmp_path):
+    "`dogft-train --lr-find` prints fastai's suggestions and the recipe's lr, and leaves no run files; partial's finder starts from its freeze run."
+    from dogft.train import find_lr, resolve_config, warm_start_config
+    out = subprocess.run(_train_cli(_cfg(tiny, tmp_path)) + ['--lr-find'], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = out.stdout.strip().splitlines()[-1]
+    assert 'learning-rate finder, efficientnet_lite0_freeze_s42: valley ' in line and "(the recipe's lr: 1.0e-03); nothing trained" in line
+    assert not (tmp_path/'results').exists() and not (tmp_path/'models').exists()
+    cfg = _cfg(tiny, tmp_path/'p', strategy='partial')
+    found = find_lr(cfg, quiet=True)
+    assert found['lr'] == 1e-4 and len(found['lrs']) == len(found['losses']) > 10
+    assert run_paths(warm_start_config(resolve_config(cfg)))['best'].exists() and not run_paths(cfg)['metrics'].exists()
