@@ -32,8 +32,8 @@ from timm.utils import ModelEmaV3
 # %% auto #0
 __all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'same_run',
            'EmaWeights', 'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast',
-           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'train_run', 'find_lr', 'predict_probs',
-           'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
+           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'train_run', 'find_lr', 'plot_lr_find',
+           'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -442,8 +442,7 @@ def train_run(config:TrainConfig|dict, # the run's settings
 
 # %% ../nbs/03_train.ipynb #4aea578d
 def find_lr(config:TrainConfig|dict, # the run's settings; its `lr` is only reported
-            quiet:bool=False, # no progress bars
-            show_plot:bool=False # draw fastai's loss-against-learning-rate plot with the suggestions
+            quiet:bool=False # no progress bars
            )->dict: # `valley` and `slide` (fastai's suggestions), the run's `lr`, and the curve: `lrs`, `losses`
     "fastai's learning-rate finder on the learner run `config` would train; writes no run files."
     c = resolve_config(config)
@@ -461,9 +460,25 @@ def find_lr(config:TrainConfig|dict, # the run's settings; its `lr` is only repo
         if net is model: model.to(memory_format=torch.channels_last)
         with contextlib.ExitStack() as ctx:
             if quiet: ctx.enter_context(learn.no_bar())
-            s = learn.lr_find(stop_div=False, suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Slide), show_plot=show_plot)
+            ctx.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings('ignore', category=DeprecationWarning, module=r'fastai\.')  # fastai's own numpy 2 deprecations
+            s = learn.lr_find(stop_div=False, suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Slide), show_plot=False)
     return dict(valley=float(s.valley), slide=float(s.slide), lr=c.lr,
                 lrs=[float(x) for x in learn.recorder.lrs], losses=[float(x) for x in learn.recorder.losses])
+
+def plot_lr_find(found:dict # from `find_lr`
+                ):
+    "The finder's smoothed training loss against the learning rate, with its suggestions and the recipe's rate marked."
+    import matplotlib.pyplot as plt
+    fig,ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.plot(found['lrs'], found['losses']); ax.set_xscale('log')
+    for k,style in (('valley', 'o'), ('slide', 's')):
+        ax.plot(found[k], np.interp(np.log(found[k]), np.log(found['lrs']), found['losses']), style, label=f"{k} {found[k]:.1e}")
+    ax.axvline(found['lr'], color='grey', ls=':', label=f"the recipe's lr {found['lr']:.1e}")
+    ax.set_ylim(0, 2 * np.median(found['losses']))  # the diverging end would flatten the rest
+    ax.set_xlabel('learning rate'); ax.set_ylabel('training loss (smoothed)'); ax.legend()
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/03_train.ipynb #bf4c34bc
 @torch.no_grad()
