@@ -76,8 +76,11 @@ class TrainConfig:
 
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
-    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto'),
-    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32'))
+    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto',
+               strategy_lr=dict(full=3e-5)),
+    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32',
+              strategy_lr={}))
+_NOT_FIELDS = ('head_init', 'strategy_lr')  # recipe entries resolved by hand, not filled in as they are
 
 def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
                   )->TrainConfig: # with the strategy's and the recipe's defaults filled in and every field checked
@@ -87,8 +90,10 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
         if unknown: raise DogftError(f"unknown training setting(s) {', '.join(sorted(unknown))}: see `TrainConfig`")
         config = TrainConfig(**config)
     if config.recipe not in RECIPES: raise DogftError(f"unknown recipe {config.recipe!r}: use {' or '.join(RECIPES)}")
-    d = strategy_defaults(config.strategy, epochs=config.epochs, lr=config.lr)
-    r = {k: v for k,v in RECIPES[config.recipe].items() if getattr(config, k) is None and k != 'head_init'}
+    recipe = RECIPES[config.recipe]
+    lr = config.lr if config.lr is not None else recipe['strategy_lr'].get(config.strategy)  # the recipe's, where it differs from the strategy's
+    d = strategy_defaults(config.strategy, epochs=config.epochs, lr=lr)
+    r = {k: v for k,v in recipe.items() if k not in _NOT_FIELDS and getattr(config, k) is None}
     c = dataclasses.replace(config, epochs=int(d['epochs']), lr=float(d['lr']), **r)
     if c.bn not in BN_POLICIES: raise DogftError(f"unknown BatchNorm policy {c.bn!r}: use {' or '.join(BN_POLICIES)}")
     if c.augment not in ('none', *AUGMENTS): raise DogftError(f"unknown augment {c.augment!r}: use none, {', '.join(AUGMENTS)}")
