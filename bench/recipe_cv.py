@@ -51,7 +51,7 @@ VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothi
 def variant_settings(variant:str, strategy:str)->dict:
     "The `TrainConfig` settings of `variant` for `strategy` (`lr_times` scales the dogft recipe's learning rate for it)."
     kw = dict(VARIANTS[variant])
-    if 'lr_times' in kw: kw['lr'] = resolve_config(TrainConfig(model=MODEL, strategy=strategy)).lr * kw.pop('lr_times')
+    if 'lr_times' in kw: kw['lr'] = float(f"{resolve_config(TrainConfig(model=MODEL, strategy=strategy)).lr * kw.pop('lr_times'):.6g}")  # 3e-05, not 3.0000000000000004e-05
     return kw
 
 
