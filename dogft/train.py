@@ -60,7 +60,7 @@ class TrainConfig:
     warm_start:bool|None=None # partial and full start from the best weights of the freeze run with the same settings (trained first when missing)
     augment:str='light' # `none`, `light` or `strong`
     cache_features:bool|None=None # run the frozen prefix once and train on its cached output
-    views:int=4 # cached views per training image when augmenting (1 clean + augmented draws)
+    views:int|None=None # cached views per training image when augmenting (1 clean + augmented draws); `None`: the recipe's
     bn:str|None=None # BatchNorm policy: `eval`, `frozen` or `train` (`dogft.strategies`)
     patience:int|None=None # early stopping: epochs without a lower validation loss; 0: never stop early
     lr_mult:float|None=None # head lr / first group's lr (discriminative learning rates)
@@ -76,9 +76,9 @@ class TrainConfig:
 
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
-    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto',
+    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto', views=4,
                strategy_lr=dict(full=3e-5)),
-    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32',
+    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32', views=4,
               strategy_lr={}))
 _NOT_FIELDS = ('head_init', 'strategy_lr')  # recipe entries resolved by hand, not filled in as they are
 
@@ -122,7 +122,7 @@ def run_paths(config:TrainConfig)->dict[str, Path]:
 def warm_start_config(config:TrainConfig # a resolved partial or full run
                      )->TrainConfig: # the resolved freeze run it starts from
     "The freeze run whose best weights a partial or full run with `warm_start` starts from."
-    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, resume=True))
+    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, views=None, resume=True))
 
 # %% ../nbs/03_train.ipynb #f93692e3
 _NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
@@ -571,7 +571,7 @@ def dogft_train(
     no_warm_start:store_true=False, # partial and full start from the ImageNet head, not from the freeze run's best weights
     augment:str='light', # none, light or strong
     no_cache_features:store_true=False, # train the whole network on images, even when a frozen prefix could be cached
-    views:int=4, # cached views per training image when augmenting
+    views:int=None, # cached views per training image when augmenting (default: the recipe's)
     bn:str=None, # BatchNorm policy: eval, frozen or train (default: the recipe's)
     patience:int=None, # early-stopping patience in epochs, 0 for none (default: the recipe's)
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
