@@ -335,7 +335,7 @@ def dogft_run_all(
     device:str=None, # auto, cuda, mps or cpu (default: auto)
     data_dir:str=None, # processed data folder (default: $DOGFT_HOME/data/processed)
     breeds:str=None, # comma-separated breeds (default: the five default breeds)
-    views:int=None, # cached views per training image when augmenting (default: 4)
+    views:int=None, # cached views per training image when augmenting (default: the recipe's)
     bn:str=None, # BatchNorm policy: eval, frozen or train (default: the recipe's)
     patience:int=None, # early-stopping patience in epochs, 0 for none (default: the recipe's)
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
