@@ -19,6 +19,10 @@ Variants (`--variants`): `dogft`, the recipe as it is; `no warm start`; `label s
 strategy's default learning rate scaled; a partial or full run's freeze run keeps its own). Label smoothing lowers every
 prediction's confidence by design, so compare it on errors, not on log loss.
 
+`--seeds 42,43,44` trains every fold once per seed and pools the out-of-fold predictions (one seed's error count
+moves by a few images from seed to seed). A variant whose freeze run is the recipe's own (it changes only partial or
+full) copies the finished freeze run from the fold's `dogft` folder instead of training it again.
+
 The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
 fine-tuned end is selected on those images, the interpolations are not). Test-split numbers are not read:
 `dogft-analyze` reports the test split, this script only chooses.
@@ -27,7 +31,7 @@ Usage:
     .venv/bin/python bench/recipe_cv.py --strategies freeze,partial --folds 5 --out bench/results/recipe_cv
 """
 from __future__ import annotations
-import argparse, hashlib, os, platform, shlex, subprocess, sys, time
+import argparse, dataclasses, hashlib, json, os, platform, shlex, shutil, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +44,7 @@ from dogft.data import atomic_write, ensure_data, read_split
 from dogft.loaders import get_test_dl
 from dogft.strategies import strategy_defaults
 from dogft.models import imagenet_zero_shot, model_data_config
-from dogft.train import TrainConfig, predict_probs, run_paths, train_run, warm_start_config, resolve_config
+from dogft.train import TrainConfig, predict_probs, run_key, run_paths, same_run, train_run, warm_start_config, resolve_config
 
 MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -81,10 +85,23 @@ def interpolate(start:dict, tuned:dict, alpha:float)->dict:
     return {k: (1 - alpha)*start[k] + alpha*v if v.is_floating_point() else v for k,v in tuned.items()}
 
 
+def share_freeze_run(w:TrainConfig, base_dir:Path):
+    "Copy the `dogft` folder's finished freeze run into `w`'s folder when `w` is the same run (a variant that leaves freeze alone need not retrain it)."
+    base = dataclasses.replace(w, out_dir=str(base_dir))
+    src,dst = run_paths(base),run_paths(w)
+    if dst['metrics'].exists() or not (src['metrics'].exists() and src['best'].exists()): return
+    if not same_run(json.loads(src['metrics'].read_text()).get('key'), run_key(w, Path(w.data_dir))): return
+    for k in ('best', 'history', 'metrics'):  # the metrics file last: it marks the run finished
+        if src[k].exists():
+            dst[k].parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src[k], dst[k])
+
+
 def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[dict]:
     "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha."
     out = d/'runs'/variant.replace(' ', '-').replace('/', '-')
     c = resolve_config(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(out), **variant_settings(variant, strategy)))
+    if c.warm_start and strategy != 'freeze': share_freeze_run(warm_start_config(c), d/'runs'/'dogft')
     m = train_run(c, quiet=True)
     tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode()).hexdigest()[:12]
     cache = out/'oof'/f"{run_paths(c)['metrics'].stem}_{tag}.csv"  # this run's predictions, for these alphas
@@ -119,9 +136,10 @@ def summary(df:pd.DataFrame)->pd.DataFrame:
         t = mcnemar_exact(right(g), zs[g.path].values)
         rows.append(dict(strategy='zero-shot' if v == 'zero-shot' else s, recipe='' if v == 'zero-shot' else r, weights=v,
                          images=len(g), log_loss=g.nll.mean(), accuracy=(g.pred == g.target).mean(), wrong=int((g.pred != g.target).sum()),
+                         wrong_per_seed=[int((x.pred != x.target).sum()) for _,x in g.groupby('seed', sort=True)],
                          only_this_right=t['a_only'], only_zero_shot_right=t['b_only'], p_vs_zero_shot=t['p'],
                          fold_log_loss=[round(x, 4) for x in g.groupby('fold', sort=True).nll.mean()],
-                         train_seconds=0.0 if v == 'zero-shot' else g.drop_duplicates('fold').train_seconds.sum()))
+                         train_seconds=0.0 if v == 'zero-shot' else g.drop_duplicates(['seed', 'fold']).train_seconds.sum()))
     return pd.DataFrame(rows)
 
 
@@ -130,14 +148,15 @@ def markdown(sm:pd.DataFrame, command:str, info:str)->str:
     out = ['# Recipe choices, cross-validated over train+val', '', f'Command: `{command}`', '', info, '',
            'Out-of-fold log loss (lower is better) and accuracy over the pooled train+val images, each predicted by '
            'the run that did not train on it. `alpha 1` is the fine-tuned run; `alpha 0` is where it started. '
-           'Wrong: images misclassified. Against zero-shot: images only this one gets right / only zero-shot gets right, '
+           'Wrong: images misclassified (with several seeds: over all of them, then per seed). Against zero-shot: images only this one gets right / only zero-shot gets right, '
            "and McNemar's exact p. Train s: the folds' training seconds together (partial and full include the freeze "
            'run they start from). No test-split number is read.', '',
            '| strategy | recipe | weights | images | OOF log loss | OOF accuracy | wrong | against zero-shot | per fold: log loss | train s |',
            '|---|---|---|---|---|---|---|---|---|---|']
     for r in sm.itertuples():
         vs = '' if r.strategy == 'zero-shot' else f"+{r.only_this_right} / -{r.only_zero_shot_right}, p = {r.p_vs_zero_shot:.2g}"
-        out.append(f"| {r.strategy} | {r.recipe} | {r.weights} | {r.images} | {r.log_loss:.4f} | {r.accuracy:.2%} | {r.wrong} | {vs} | "
+        wrong = f"{r.wrong}" + (f" ({' + '.join(map(str, r.wrong_per_seed))})" if len(r.wrong_per_seed) > 1 else '')
+        out.append(f"| {r.strategy} | {r.recipe} | {r.weights} | {r.images} | {r.log_loss:.4f} | {r.accuracy:.2%} | {wrong} | {vs} | "
                    f"{' '.join(f'{x:.4f}' for x in r.fold_log_loss)} | {r.train_seconds:.0f} |")
     return '\n'.join(out) + '\n'
 
@@ -147,7 +166,7 @@ def main():
     ap.add_argument('--strategies', default='freeze,partial')
     ap.add_argument('--variants', default='dogft', help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument('--folds', type=int, default=5)
-    ap.add_argument('--seed', type=int, default=42)
+    ap.add_argument('--seeds', default='42', help='comma-separated training seeds; the report pools their out-of-fold predictions')
     ap.add_argument('--alphas', default=','.join(f'{a:g}' for a in ALPHAS))
     ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
     ap.add_argument('--data-dir', default=None, help='processed data to pool (default: $DOGFT_HOME/data/processed)')
@@ -161,16 +180,18 @@ def main():
     alphas = [float(x) for x in a.alphas.split(',')]
     dirs = fold_dirs(data_dir, Path(a.work_dir), a.folds)
     rows = []
-    for v in a.variants.split(','):
-        for s in a.strategies.split(','):
-            for d in dirs:
-                t1 = time.time()
-                rows += fold_predictions(d, s, v, a.seed, alphas)
-                print(f'{v} {s} {d.name}: {time.time() - t1:.0f} s', flush=True)
+    seeds = [int(x) for x in a.seeds.split(',')]
+    for seed in seeds:
+        for v in a.variants.split(','):
+            for s in a.strategies.split(','):
+                for d in dirs:
+                    t1 = time.time()
+                    rows += fold_predictions(d, s, v, seed, alphas)
+                    print(f'{v} {s} s{seed} {d.name}: {time.time() - t1:.0f} s', flush=True)
     df = pd.DataFrame(rows)
     rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])
-    info = (f'{MODEL}, bundled weights, seed {a.seed}, {a.folds} stratified folds (random_state 0) over '
+    info = (f'{MODEL}, bundled weights, seed{"s" if len(seeds) > 1 else ""} {", ".join(map(str, seeds))}, {a.folds} stratified folds (random_state 0) over '
             f'{len(df.path.unique())} train+val images of {data_dir}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
             f'dogft {dogft.__version__} (git {rev}).')
     out = Path(a.out)
