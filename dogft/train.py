@@ -32,8 +32,8 @@ from timm.utils import ModelEmaV3
 # %% auto #0
 __all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'same_run',
            'EmaWeights', 'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast',
-           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'train_run', 'find_lr', 'plot_lr_find',
-           'predict_probs', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
+           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'predict_probs', 'train_run', 'find_lr',
+           'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -380,6 +380,16 @@ def test_metrics(probs:torch.Tensor, # `[N, C]` predicted probabilities
                 test_predictions=[dict(path=p, true=vocab[t], predicted=vocab[q], probabilities=[round(float(x), 6) for x in pr])
                                   for p,t,q,pr in zip(paths, targs.tolist(), pred.tolist(), probs)])
 
+# %% ../nbs/03_train.ipynb #e189c101
+@torch.no_grad()
+def predict_probs(model:nn.Module, # a classifier
+                  dl # unshuffled loader of normalised `(image, label)` batches
+                 )->tuple[torch.Tensor, torch.Tensor]: # (probabilities `[N, C]`, labels `[N]`)
+    "Softmax probabilities of `model` in eval mode over `dl`, in full precision."
+    model.eval().to(dl.device)
+    out = [(model(xb.as_subclass(torch.Tensor)).float().softmax(1).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
+    return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
+
 # %% ../nbs/03_train.ipynb #6e01fd43
 def train_run(config:TrainConfig|dict, # the run's settings
               quiet:bool=False # no progress bars
@@ -427,10 +437,10 @@ def train_run(config:TrainConfig|dict, # the run's settings
     history = cbs[0].history
     best = torch.load(paths['best'], map_location='cpu', weights_only=False)
     model.load_state_dict(best['state_dict'])
-    learn.remove_cbs(cbs)  # evaluation is not an epoch to record
-    with learn.no_bar(): ev = test_metrics(*learn.get_preds(dl=learn.dls[2]), vocab, df.path[df.split == 'test'].tolist())
+    test_dl = get_test_dl(data_dir, dc, bs=64, device=device, split='test', verbose=False)
+    ev = test_metrics(*predict_probs(model, test_dl), vocab, df.path[df.split == 'test'].tolist())  # the whole model, float32
     m = dict(model=c.model, strategy=c.strategy, seed=c.seed, recipe=c.recipe, config=asdict(c) | dict(data_dir=str(data_dir.resolve())), key=key,
-             versions=versions(), device=str(device), precision=str(dt).replace('torch.', '') if dt else 'float32',
+             versions=versions(), device=str(device), precision=str(dt).replace('torch.', '') if dt else 'float32', test_precision='float32',
              params_total=total, params_trainable=trainable, trainable_pct=round(100*trainable/total, 3),
              history=history, epochs_run=len(history), best_epoch=best['epoch'], best_val_loss=best['val_loss'],
              best_val_acc=best['val_acc'], **{k: ev[k] for k in ('test_acc', 'test_loss', 'macro_f1')}, class_names=vocab,
@@ -486,15 +496,6 @@ def plot_lr_find(found:dict # from `find_lr`
     return fig
 
 # %% ../nbs/03_train.ipynb #bf4c34bc
-@torch.no_grad()
-def predict_probs(model:nn.Module, # a classifier
-                  dl # unshuffled loader of normalised `(image, label)` batches
-                 )->tuple[torch.Tensor, torch.Tensor]: # (probabilities `[N, C]`, labels `[N]`)
-    "Softmax probabilities of `model` in eval mode over `dl`, in full precision."
-    model.eval().to(dl.device)
-    out = [(model(xb.as_subclass(torch.Tensor)).float().softmax(1).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
-    return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
-
 def zero_shot_run(model:str='efficientnet_lite0', # timm model name
                   weights:str='auto', # pretrained weights, as in `create_model` (must be ImageNet-1k)
                   data_dir:str|None=None, # processed data; `None`: `$DOGFT_HOME/data/processed`
