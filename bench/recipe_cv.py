@@ -50,7 +50,7 @@ MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothing 0.1': dict(label_smoothing=0.1),
             'ema 0.9': dict(ema=0.9), 'ema 0.97': dict(ema=0.97), 'lr x1/3': dict(lr_times=1/3), 'lr x3': dict(lr_times=3),
-            'views 16': dict(views=16)}
+            'views 16': dict(views=16), 'fp32': dict(precision='fp32')}
 
 
 def variant_settings(variant:str, strategy:str)->dict:
