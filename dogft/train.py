@@ -32,8 +32,8 @@ from timm.utils import ModelEmaV3
 # %% auto #0
 __all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'same_run',
            'EmaWeights', 'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast',
-           'read_metrics', 'finished_metrics', 'versions', 'test_metrics', 'predict_probs', 'train_run', 'find_lr',
-           'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
+           'read_metrics', 'stale_test_metrics', 'finished_metrics', 'versions', 'test_metrics', 'predict_probs',
+           'train_run', 'find_lr', 'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train']
 
 # %% ../nbs/03_train.ipynb #e0fff1cf
 import dogft
@@ -282,13 +282,18 @@ def read_metrics(path:Path # a run's metrics JSON
     except (OSError, ValueError): return None
     return m if isinstance(m, dict) else None
 
+def stale_test_metrics(m:dict # a run's metrics
+                      )->bool: # whether its test numbers are not the exported model's
+    "Whether run `m` predicted its test split through a reduced-precision feature cache (written before runs recorded `test_precision`)."
+    return 'test_precision' not in m and m.get('training', {}).get('features') == 'cached' and m.get('precision') != 'float32'
+
 def finished_metrics(config:TrainConfig|dict # a run's config
                     )->dict|None: # its metrics, if it finished with this exact configuration
-    "The metrics of run `config` if it already finished with the same settings and data, else None."
+    "The metrics of run `config` if it already finished with the same settings and data (and a float32 test), else None."
     c = resolve_config(config)
     d = Path(c.data_dir) if c.data_dir else dogft_home()/'data'/'processed'
     if not (d/'split.csv').exists() or (m := read_metrics(run_paths(c)['metrics'])) is None: return None
-    return m if same_run(m.get('key'), run_key(c, d)) else None
+    return m if same_run(m.get('key'), run_key(c, d)) and not stale_test_metrics(m) else None
 
 # %% ../nbs/03_train.ipynb #7b34e0f6
 def versions()->dict:
