@@ -31,7 +31,7 @@ Usage:
     .venv/bin/python bench/recipe_cv.py --strategies freeze,partial --folds 5 --out bench/results/recipe_cv
 """
 from __future__ import annotations
-import argparse, dataclasses, hashlib, json, os, platform, shlex, shutil, subprocess, sys, time
+import argparse, dataclasses, hashlib, os, platform, shlex, shutil, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +44,7 @@ from dogft.data import atomic_write, ensure_data, read_split
 from dogft.loaders import get_test_dl
 from dogft.strategies import strategy_defaults
 from dogft.models import imagenet_zero_shot, model_data_config
-from dogft.train import TrainConfig, predict_probs, run_key, run_paths, same_run, train_run, warm_start_config, resolve_config
+from dogft.train import TrainConfig, finished_metrics, predict_probs, run_paths, train_run, warm_start_config, resolve_config
 
 MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -89,8 +89,7 @@ def share_freeze_run(w:TrainConfig, base_dir:Path):
     "Copy the `dogft` folder's finished freeze run into `w`'s folder when `w` is the same run (a variant that leaves freeze alone need not retrain it)."
     base = dataclasses.replace(w, out_dir=str(base_dir))
     src,dst = run_paths(base),run_paths(w)
-    if dst['metrics'].exists() or not (src['metrics'].exists() and src['best'].exists()): return
-    if not same_run(json.loads(src['metrics'].read_text()).get('key'), run_key(w, Path(w.data_dir))): return
+    if dst['metrics'].exists() or not src['best'].exists() or finished_metrics(base) is None: return
     for k in ('best', 'history', 'metrics'):  # the metrics file last: it marks the run finished
         if src[k].exists():
             dst[k].parent.mkdir(parents=True, exist_ok=True)
