@@ -77,10 +77,10 @@ class TrainConfig:
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
     dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto', views=4,
-               strategy_lr=dict(full=3e-5)),
+               per_strategy=dict(freeze=dict(precision='fp32'), full=dict(lr=3e-5))),
     seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32', views=4,
-              strategy_lr={}))
-_NOT_FIELDS = ('head_init', 'strategy_lr')  # recipe entries resolved by hand, not filled in as they are
+              per_strategy={}))
+_NOT_FIELDS = ('head_init', 'per_strategy')  # recipe entries resolved by hand, not filled in as they are
 
 def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
                   )->TrainConfig: # with the strategy's and the recipe's defaults filled in and every field checked
@@ -91,9 +91,10 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
         config = TrainConfig(**config)
     if config.recipe not in RECIPES: raise DogftError(f"unknown recipe {config.recipe!r}: use {' or '.join(RECIPES)}")
     recipe = RECIPES[config.recipe]
-    lr = config.lr if config.lr is not None else recipe['strategy_lr'].get(config.strategy)  # the recipe's, where it differs from the strategy's
+    own = recipe['per_strategy'].get(config.strategy, {})  # where this strategy's setting differs from the recipe's
+    lr = config.lr if config.lr is not None else own.get('lr')  # None: the strategy's
     d = strategy_defaults(config.strategy, epochs=config.epochs, lr=lr)
-    r = {k: v for k,v in recipe.items() if k not in _NOT_FIELDS and getattr(config, k) is None}
+    r = {k: own.get(k, v) for k,v in recipe.items() if k not in _NOT_FIELDS and getattr(config, k) is None}
     c = dataclasses.replace(config, epochs=int(d['epochs']), lr=float(d['lr']), **r)
     if c.bn not in BN_POLICIES: raise DogftError(f"unknown BatchNorm policy {c.bn!r}: use {' or '.join(BN_POLICIES)}")
     if c.augment not in ('none', *AUGMENTS): raise DogftError(f"unknown augment {c.augment!r}: use none, {', '.join(AUGMENTS)}")
@@ -122,7 +123,7 @@ def run_paths(config:TrainConfig)->dict[str, Path]:
 def warm_start_config(config:TrainConfig # a resolved partial or full run
                      )->TrainConfig: # the resolved freeze run it starts from
     "The freeze run whose best weights a partial or full run with `warm_start` starts from."
-    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, views=None, resume=True))
+    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, views=None, precision=None, resume=True))
 
 # %% ../nbs/03_train.ipynb #f93692e3
 _NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
@@ -133,9 +134,11 @@ def run_key(config:TrainConfig, # a resolved config
     "What makes two runs the same run."
     key = {k: v for k,v in asdict(config).items() if k not in _NOT_IN_KEY}
     key['split_sha256'] = hashlib.sha256((Path(data_dir)/'split.csv').read_bytes()).hexdigest()
+    warm = config.warm_start and config.strategy != 'freeze'
+    key['starts_from'] = {k: v for k,v in run_key(warm_start_config(config), data_dir).items() if k != 'split_sha256'} if warm else None
     return key
 
-KEY_ADDED = dict(label_smoothing=0.0, ema=0.0)  # settings added after runs were first written, with the value those runs used
+KEY_ADDED = dict(label_smoothing=0.0, ema=0.0, starts_from=None)  # settings added after runs were first written, with the value those runs used
 
 def same_run(old:dict|None, # the key a metrics file or checkpoint carries
              new:dict # `run_key` of the run asked for
@@ -143,9 +146,12 @@ def same_run(old:dict|None, # the key a metrics file or checkpoint carries
     "Whether `old` is the key of run `new`; a setting added since `old` was written counts as the value runs had before it (`KEY_ADDED`)."
     return old is not None and KEY_ADDED | old == new
 
-def _key_diff(old:dict, new:dict)->str:
-    old = KEY_ADDED | old
-    return ', '.join(f'{k} {old.get(k)!r} → {new.get(k)!r}' for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+def _key_diff(old:dict, new:dict, prefix:str='')->str:
+    "The settings in which keys `old` and `new` differ, as `name old → new` (a nested key's as `starts_from.name`)."
+    old = old if prefix else KEY_ADDED | old
+    show = lambda v: '{…}' if isinstance(v, dict) else repr(v)
+    return ', '.join(_key_diff(a, b, f'{prefix}{k}.') if isinstance(a, dict) and isinstance(b, dict) else f'{prefix}{k} {show(a)} → {show(b)}'
+                     for k in sorted(set(old) | set(new)) if (a := old.get(k)) != (b := new.get(k)))
 
 # %% ../nbs/03_train.ipynb #ae9d1fe4
 class EmaWeights(Callback):
