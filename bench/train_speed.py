@@ -27,6 +27,8 @@ configured epochs plus its one-time work).
 Usage:
     .venv/bin/python bench/train_speed.py --quick                 # 2 epochs each, smoke check
     .venv/bin/python bench/train_speed.py --out bench/results/train_speed   # full benchmark
+    .venv/bin/python bench/train_speed.py --strategies freeze --seed-from bench/results/train_speed.json --out /tmp/ts_freeze
+                                                                  # dogft only, beside the seed loop's earlier run
 """
 from __future__ import annotations
 import argparse, json, os, platform, shutil, subprocess, sys, tempfile, time, warnings
@@ -161,6 +163,16 @@ def run_seed(strategy:str, data_dir:Path, epochs:int, workers:int, out_dir:Path)
                 notes=f'ImageFolder+PIL per epoch, num_workers={workers}', history=history)
 
 
+def reused_seed_run(path:Path, strategy:str, epochs:int)->dict:
+    "The seed-literal run of `strategy` from an earlier report's JSON (`--seed-from`: its loop has not changed), marked as reused."
+    d = json.loads(Path(path).read_text())
+    runs = [r for r in d['runs'] if r['method'] == 'seed-literal' and r['strategy'] == strategy]
+    if not runs: sys.exit(f"{path} has no seed-literal {strategy} run: leave {strategy} out of --strategies or drop --seed-from")
+    r = runs[-1]
+    if r['epochs_planned'] != epochs: sys.exit(f"{path}'s seed-literal {strategy} run planned {r['epochs_planned']} epochs, not {epochs}: pass --epochs {r['epochs_planned']}")
+    return r | dict(notes=f"{r['notes']}; reused from {path} (not rerun)")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # (b) dogft
 def build_image_cache(data_dir:Path, config:TrainConfig)->float:
@@ -242,7 +254,9 @@ def markdown(rows:list[dict], comps:list[dict], parts:list[tuple[str, dict]])->s
     "The results as markdown: command and machine of each part (`(command, info)`), a table of runs, one of targets."
     out = ['# Training speed: seed-literal PyTorch loop (a) vs dogft `train_run` (b)', '']
     for command, info in parts: out += machine_line(info, command)
-    out += ['Shared CPU: timings are noisy; both methods of a strategy ran back to back in one process, so compare within a strategy.', '',
+    reused = any('reused from' in r['notes'] for r in rows)
+    out += ['Shared CPU: timings are noisy; both methods of a strategy ran back to back in one process, so compare within a strategy'
+            + (' (except where a seed-literal row says it was reused: that loop ran in an earlier run, listed above).' if reused else '.'), '',
             '| strategy | method | epochs run / planned | best epoch | s/epoch (mean) | s/epoch (median) | one-time s (image cache + features + warm start) | total s | test acc | test loss | precision | notes |',
             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
@@ -279,12 +293,17 @@ def write_report(rows:list[dict], comps:list[dict], parts:list[tuple[str, dict]]
         print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", flush=True)
 
 
+def _parts(d:dict)->list[tuple[str, dict]]:
+    "The (command, machine) of each run of this script that a report's JSON `d` holds."
+    return [(p['command'], p['machine']) for p in d['parts']] if 'parts' in d else [(d['command'], d['machine'])]
+
+
 def merge(files:list[Path], out:Path|None):
     "One report from the JSON files of several runs of this script (e.g. one strategy rerun after an interruption)."
     rows, comps, parts = [], [], []
     for f in files:
         d = json.loads(Path(f).read_text())
-        parts += [(p['command'], p['machine']) for p in d['parts']] if 'parts' in d else [(d['command'], d['machine'])]
+        parts += [p for p in _parts(d) if p not in parts]
         rows += d['runs']; comps += d['comparisons']
     write_report(rows, comps, parts, out)
 
@@ -300,6 +319,7 @@ def main(argv=None):
     p.add_argument('--workers', type=int, default=2, help="seed loop's DataLoader num_workers")
     p.add_argument('--work-dir', type=Path, default=None, help='checkpoints and dogft outputs (default: a temporary folder)')
     p.add_argument('--merge', type=Path, nargs='+', default=None, help='no training: one report (--out) from these JSON results')
+    p.add_argument('--seed-from', type=Path, default=None, help="reuse the seed-literal runs of this earlier report's JSON instead of rerunning them (dogft only is trained)")
     args = p.parse_args(argv)
     if args.merge: return merge(args.merge, args.out)
     epochs = 2 if args.quick and args.epochs is None else args.epochs
@@ -313,11 +333,14 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     command = ' '.join(['.venv/bin/python', 'bench/train_speed.py', *(argv if argv is not None else sys.argv[1:])])
     rows, comps = [], []
+    earlier = _parts(json.loads(args.seed_from.read_text())) if args.seed_from else []  # where the reused seed-literal runs were measured
     for s in strategies:
         e = epochs or int(STRATEGY_DEFAULTS.loc[s, 'epochs'])
-        print(f"== {s}: seed-literal loop, {e} epochs", flush=True)
-        torch.set_num_threads(args.threads)
-        a = run_seed(s, data_dir, e, args.workers, work)
+        if args.seed_from: a = reused_seed_run(args.seed_from, s, e)
+        else:
+            print(f"== {s}: seed-literal loop, {e} epochs", flush=True)
+            torch.set_num_threads(args.threads)
+            a = run_seed(s, data_dir, e, args.workers, work)
         print(f"== {s}: dogft train_run", flush=True)
         torch.set_num_threads(args.threads)
         b = run_dogft(s, data_dir, epochs, work)
@@ -327,7 +350,7 @@ def main(argv=None):
               f"{b['s_per_epoch']:.2f} s/epoch + {b['one_time_s']:.1f} s one-time, {b['total_s']:.0f} s, acc {b['test_acc']:.3f} | "
               f"ratio {comps[-1]['ratio']:.2f} ({'met' if comps[-1]['met'] else 'NOT met'})", flush=True)
         info['load_avg_end'] = os.getloadavg()
-        write_report(rows, comps, [(command, info)], args.out, final=s == strategies[-1])
+        write_report(rows, comps, [(command, info)] + earlier, args.out, final=s == strategies[-1])
     if args.work_dir is None: shutil.rmtree(work, ignore_errors=True)
 
 
