@@ -128,7 +128,8 @@ def test_seed_recipe_run(tiny, tmp_path):
 
 def test_warm_start_starts_from_the_freeze_run(tiny, tmp_path):
     "A partial run with `warm_start` starts from the best weights of its freeze run, trained first when missing (lr 1e-9 keeps them)."
-    from dogft.train import resolve_config, warm_start_config
+    from unittest.mock import patch
+    from dogft.train import RECIPES, finished_metrics, resolve_config, warm_start_config
     cfg = _cfg(tiny, tmp_path, strategy='partial', lr=1e-9, epochs=1)
     m = train_run(cfg, quiet=True)
     w = warm_start_config(resolve_config(cfg))
@@ -138,6 +139,9 @@ def test_warm_start_starts_from_the_freeze_run(tiny, tmp_path):
     start = torch.load(run_paths(w)['best'], weights_only=False)['state_dict']
     end = torch.load(run_paths(cfg)['best'], weights_only=False)['state_dict']
     assert all(torch.allclose(start[k].float(), end[k].float(), atol=1e-6) for k in start)
+    assert finished_metrics(cfg) is not None
+    with patch.dict(RECIPES['dogft']['per_strategy'], freeze=dict(precision='bf16')):  # the freeze run it started from is another run now
+        assert finished_metrics(cfg) is None  # so the partial run built on it is not finished either
     run_paths(cfg)['metrics'].unlink(); run_paths(w)['metrics'].unlink()  # killed before the end; the freeze run's results lost
     again = train_run(cfg, quiet=True)  # resumes from the checkpoint, which says where the run started
     assert again['training']['warm_start'] == m['training']['warm_start'] and not run_paths(w)['metrics'].exists()
