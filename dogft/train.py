@@ -331,7 +331,8 @@ def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
     if not resume:
         shutil.rmtree(paths['checkpoints']); return None
     ck = torch.load(last, map_location='cpu', weights_only=False)
-    if not same_run(ck.get('key'), key) and (read_metrics(paths['metrics']) or {}).get('key') == ck.get('key'):
+    done = (read_metrics(paths['metrics']) or {}).get('key')  # a checkpoint outlives its run, and a finished run's metrics may be rewritten (re-scored) after it
+    if not same_run(ck.get('key'), key) and done is not None and same_run(ck.get('key'), KEY_ADDED | done):
         shutil.rmtree(paths['checkpoints']); return None  # the old settings' run had finished: its files hold its results, nothing is lost
     if not same_run(ck.get('key'), key):
         raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, key)}): "

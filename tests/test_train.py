@@ -93,6 +93,12 @@ def test_checkpoint_of_another_configuration_is_refused(tiny, tmp_path):
     assert m['config']['lr'] == 1e-3 and len(m['history']) == 1
     m = train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=3e-3), quiet=True)
     assert m['config']['lr'] == 3e-3  # the checkpoint left by a finished run of other settings is discarded, not refused
+    last = run_paths(cfg)['checkpoints']/'last.pth'
+    ck = torch.load(last, weights_only=False)
+    ck['key'].pop('ema')  # a finished run's checkpoint from before a setting existed; its metrics, re-scored since, have it
+    torch.save(ck, last)
+    m = train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=2e-3), quiet=True)
+    assert m['config']['lr'] == 2e-3  # still the same finished run: discarded, not refused
 
 def test_cli_bad_input_is_one_line(tiny, tmp_path):
     out = subprocess.run(_train_cli(_cfg(tiny, tmp_path, strategy='half')), capture_output=True, text=True)
