@@ -128,15 +128,17 @@ def warm_start_config(config:TrainConfig # a resolved partial or full run
 # %% ../nbs/03_train.ipynb #f93692e3
 _NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
 
+def _settings_key(config:TrainConfig)->dict:
+    "The settings of resolved run `config` that define its result, with those of the freeze run it starts from."
+    key = {k: v for k,v in asdict(config).items() if k not in _NOT_IN_KEY}
+    key['starts_from'] = _settings_key(warm_start_config(config)) if config.warm_start and config.strategy != 'freeze' else None
+    return key
+
 def run_key(config:TrainConfig, # a resolved config
             data_dir:Path # the processed data it trains on
            )->dict: # the settings that define the result, and the sha256 of `split.csv`
     "What makes two runs the same run."
-    key = {k: v for k,v in asdict(config).items() if k not in _NOT_IN_KEY}
-    key['split_sha256'] = hashlib.sha256((Path(data_dir)/'split.csv').read_bytes()).hexdigest()
-    warm = config.warm_start and config.strategy != 'freeze'
-    key['starts_from'] = {k: v for k,v in run_key(warm_start_config(config), data_dir).items() if k != 'split_sha256'} if warm else None
-    return key
+    return _settings_key(config) | dict(split_sha256=hashlib.sha256((Path(data_dir)/'split.csv').read_bytes()).hexdigest())
 
 KEY_ADDED = dict(label_smoothing=0.0, ema=0.0, starts_from=None)  # settings added after runs were first written, with the value those runs used
 
