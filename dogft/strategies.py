@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 from fastcore.basics import even_mults
+from timm.layers import DropPath
 from timm.models._manipulate import group_parameters
 
 from .data import DogftError
@@ -19,8 +20,8 @@ from .models import create_model, count_params, RandomInitWarning
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'BN_POLICIES', 'STRATEGY_DEFAULTS', 'check_strategy', 'strategy_defaults', 'classifier_names',
-           'stage_groups', 'bn_held', 'frozen_bn_layers', 'apply_strategy', 'strategy_splitter', 'strategy_info',
-           'trainable_modules', 'group_lrs', 'bn_state', 'describe_strategies']
+           'stage_groups', 'dropping_blocks', 'bn_held', 'frozen_bn_layers', 'apply_strategy', 'strategy_splitter',
+           'strategy_info', 'trainable_modules', 'group_lrs', 'bn_state', 'describe_strategies']
 
 # %% ../nbs/02_strategies.ipynb #bcbea051
 STRATEGIES = ('freeze', 'partial', 'full')
@@ -111,6 +112,18 @@ def _is_frozen(model, name, bn):
     if not ps: ps = list(model.get_submodule(name.rpartition('.')[0]).parameters()) if '.' in name else []
     return bool(ps) and not any(p.requires_grad for p in ps)
 
+def _set_drop_path(model:nn.Module):
+    "Stochastic depth only where weights train: a timm `DropPath` in a block with no trainable parameter drops nothing."
+    for n, m in model.named_modules():
+        if not isinstance(m, DropPath): continue
+        m.dogft_drop_prob = getattr(m, 'dogft_drop_prob', m.drop_prob)  # the rate the model was built with
+        block = model.get_submodule(n.rpartition('.')[0]) if '.' in n else model
+        m.drop_prob = m.dogft_drop_prob if any(p.requires_grad for p in block.parameters()) else 0.
+
+def dropping_blocks(model:nn.Module)->list[str]:
+    "Names of the blocks whose stochastic depth (timm `DropPath`) is active: only blocks that train."
+    return [n.rpartition('.')[0] for n, m in model.named_modules() if isinstance(m, DropPath) and m.drop_prob > 0]
+
 def bn_held(bn:nn.Module)->bool:
     "Whether BatchNorm layer `bn` is held in eval mode by a BatchNorm policy."
     return _bn_eval_hook in bn._forward_pre_hooks.values()
@@ -144,6 +157,7 @@ def apply_strategy(model:nn.Module, # a timm model, e.g. from `create_model`
     train = {n for _, g in groups[-n_train:] for n in g}
     for n, p in model.named_parameters(): p.requires_grad_(n in train)
     _set_bn_policy(model, bn)
+    _set_drop_path(model)
     total, trainable = count_params(model)
     model.dogft_strategy = dict(strategy=strategy, bn=bn, groups=[l for l, _ in groups[-n_train:]],
                                 params_total=total, params_trainable=trainable)

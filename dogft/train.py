@@ -66,6 +66,7 @@ class TrainConfig:
     lr_mult:float|None=None # head lr / first group's lr (discriminative learning rates)
     label_smoothing:float|None=None # ε of label-smoothed cross-entropy (fastai `LabelSmoothingCrossEntropyFlat`); 0: plain cross-entropy
     ema:float|None=None # decay of a moving average of the trained weights (timm `ModelEmaV3`), validated and kept instead of them; 0: none
+    drop_path:float|None=None # stochastic depth of the blocks that train (timm's `drop_path_rate`; frozen blocks never drop); 0: none
     precision:str|None=None # `auto` (bf16 where supported), `bf16` or `fp32`
     device:str='auto' # `auto` (CUDA, MPS, CPU) or a torch device
     data_dir:str|None=None # processed data; `None`: `$DOGFT_HOME/data/processed`
@@ -76,9 +77,9 @@ class TrainConfig:
 
 # %% ../nbs/03_train.ipynb #72bbc242
 RECIPES = dict(
-    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, precision='auto', views=4,
+    dogft=dict(head_init='imagenet', warm_start=True, bn='eval', cache_features=True, patience=5, lr_mult=10.0, label_smoothing=0.0, ema=0.0, drop_path=0.0, precision='auto', views=4,
                per_strategy=dict(freeze=dict(precision='fp32'), full=dict(lr=3e-5))),
-    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, precision='fp32', views=4,
+    seed=dict(head_init='random', warm_start=False, bn='train', cache_features=False, patience=0, lr_mult=1.0, label_smoothing=0.0, ema=0.0, drop_path=0.0, precision='fp32', views=4,
               per_strategy={}))
 _NOT_FIELDS = ('head_init', 'per_strategy')  # recipe entries resolved by hand, not filled in as they are
 
@@ -108,6 +109,7 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     if c.patience < 0: raise DogftError("patience must be 0 (never stop early) or more")
     if not 0 <= c.label_smoothing < 1: raise DogftError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
     if not 0 <= c.ema < 1: raise DogftError(f"ema (the average's decay per step) must be in [0, 1), got {c.ema}")
+    if not 0 <= c.drop_path < 1: raise DogftError(f"drop_path (timm's drop_path_rate) must be in [0, 1), got {c.drop_path}")
     if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
     return c
 
@@ -123,7 +125,7 @@ def run_paths(config:TrainConfig)->dict[str, Path]:
 def warm_start_config(config:TrainConfig # a resolved partial or full run
                      )->TrainConfig: # the resolved freeze run it starts from
     "The freeze run whose best weights a partial or full run with `warm_start` starts from."
-    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, views=None, precision=None, resume=True))
+    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, views=None, precision=None, drop_path=None, resume=True))
 
 # %% ../nbs/03_train.ipynb #f93692e3
 _NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
@@ -140,17 +142,22 @@ def run_key(config:TrainConfig, # a resolved config
     "What makes two runs the same run."
     return _settings_key(config) | dict(split_sha256=hashlib.sha256((Path(data_dir)/'split.csv').read_bytes()).hexdigest())
 
-KEY_ADDED = dict(label_smoothing=0.0, ema=0.0, starts_from=None)  # settings added after runs were first written, with the value those runs used
+KEY_ADDED = dict(warm_start=False, label_smoothing=0.0, ema=0.0, drop_path=0.0, starts_from=None)  # settings added after runs were first written, with the value those runs used
+
+def _with_added(key:dict)->dict:
+    "`key` with the settings added since it was written at the value runs had before them (`KEY_ADDED`), in the freeze run it starts from too."
+    key = KEY_ADDED | key
+    return key | dict(starts_from=_with_added(key['starts_from'])) if isinstance(key['starts_from'], dict) else key
 
 def same_run(old:dict|None, # the key a metrics file or checkpoint carries
              new:dict # `run_key` of the run asked for
             )->bool:
     "Whether `old` is the key of run `new`; a setting added since `old` was written counts as the value runs had before it (`KEY_ADDED`)."
-    return old is not None and KEY_ADDED | old == new
+    return old is not None and _with_added(old) == new
 
 def _key_diff(old:dict, new:dict, prefix:str='')->str:
     "The settings in which keys `old` and `new` differ, as `name old → new` (a nested key's as `starts_from.name`)."
-    old = old if prefix else KEY_ADDED | old
+    old = old if prefix else _with_added(old)
     show = lambda v: '{…}' if isinstance(v, dict) else repr(v)
     return ', '.join(_key_diff(a, b, f'{prefix}{k}.') if isinstance(a, dict) and isinstance(b, dict) else f'{prefix}{k} {show(a)} → {show(b)}'
                      for k in sorted(set(old) | set(new)) if (a := old.get(k)) != (b := new.get(k)))
@@ -334,7 +341,7 @@ def _load_resume(paths:dict, key:dict, resume:bool)->dict|None:
         shutil.rmtree(paths['checkpoints']); return None
     ck = torch.load(last, map_location='cpu', weights_only=False)
     done = (read_metrics(paths['metrics']) or {}).get('key')  # a checkpoint outlives its run, and a finished run's metrics may be rewritten (re-scored) after it
-    if not same_run(ck.get('key'), key) and done is not None and same_run(ck.get('key'), KEY_ADDED | done):
+    if not same_run(ck.get('key'), key) and done is not None and same_run(ck.get('key'), _with_added(done)):
         shutil.rmtree(paths['checkpoints']); return None  # the old settings' run had finished: its files hold its results, nothing is lost
     if not same_run(ck.get('key'), key):
         raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, key)}): "
@@ -359,7 +366,8 @@ def _build_loaders(model, c:TrainConfig, data_dir:Path, dc:dict, device, quiet:b
 # %% ../nbs/03_train.ipynb #32ca855c
 def _run_model(c:TrainConfig, vocab:list, start:dict|None):
     "Run `c`'s model with its new head, its strategy applied and its starting weights `start`; its data config, trainable groups and parameter counts."
-    model = imagenet_zero_shot(c.model, vocab, c.weights) if c.head_init == 'imagenet' else create_model(c.model, len(vocab), c.weights)
+    model = (imagenet_zero_shot(c.model, vocab, c.weights, drop_path=c.drop_path) if c.head_init == 'imagenet' else
+             create_model(c.model, len(vocab), c.weights, drop_path=c.drop_path))
     dc = model_data_config(model)
     if c.img_size: dc['input_size'] = (3, c.img_size, c.img_size)
     groups = apply_strategy(model, c.strategy, bn=c.bn)
@@ -592,6 +600,7 @@ def dogft_train(
     lr_mult:float=None, # head lr / first group's lr (default: the recipe's)
     label_smoothing:float=None, # ε of label-smoothed cross-entropy, 0 for none (default: the recipe's)
     ema:float=None, # decay of the moving average of the weights that is validated and kept, 0 for none (default: the recipe's)
+    drop_path:float=None, # stochastic depth of the blocks that train (timm's drop_path_rate), 0 for none (default: the recipe's)
     precision:str=None, # auto, bf16 or fp32 (default: the recipe's)
     device:str='auto', # auto, cpu, cuda, mps
     data_dir:str=None, # processed data (default: $DOGFT_HOME/data/processed)
