@@ -156,6 +156,23 @@ def test_warm_start_starts_from_the_freeze_run(tiny, tmp_path):
     assert cold['test_loss'] != m['test_loss']  # the ImageNet head's rows, not the trained head
 
 
+def test_drop_path_is_a_partial_setting_that_shares_the_freeze_run(tiny, tmp_path):
+    "`dogft-train --drop-path` trains partial with stochastic depth from the same freeze run as without it; the setting is in the run's key."
+    from dogft.train import resolve_config, warm_start_config
+    cfg = _cfg(tiny, tmp_path, strategy='partial', epochs=1)
+    r = subprocess.run(_train_cli(cfg, '--views', '2', '--drop-path', '0.2'), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(run_paths(cfg)['metrics'].read_text())
+    assert m['config']['drop_path'] == 0.2 and m['key']['drop_path'] == 0.2 and m['key']['starts_from']['drop_path'] == 0.0
+    assert finished_metrics(cfg) is None and finished_metrics(_cfg(tiny, tmp_path, strategy='partial', epochs=1, drop_path=0.2)) is not None
+    w = run_paths(warm_start_config(resolve_config(cfg)))['metrics']
+    mtime = w.stat().st_mtime_ns
+    plain = train_run(cfg, quiet=True)  # without stochastic depth: the same freeze run, not trained again
+    assert w.stat().st_mtime_ns == mtime and plain['training']['warm_start'] == m['training']['warm_start']
+    r = subprocess.run(_train_cli(cfg, '--drop-path', '1'), capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0 and 'drop_path' in r.stderr
+
+
 def test_label_smoothing_is_the_loss_trained_and_stopped_on(tiny, tmp_path):
     "With `label_smoothing`, the validation loss (early stopping's, the best checkpoint's) is label-smoothed cross-entropy."
     import torch.nn.functional as F
