@@ -25,7 +25,9 @@ moves by a few images from seed to seed). A variant whose freeze run is the reci
 full) copies the finished freeze run from the fold's `dogft` folder instead of training it again.
 
 The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
-fine-tuned end is selected on those images, the interpolations are not). Test-split numbers are not read:
+fine-tuned end is selected on those images, the interpolations are not) and the trained runs over the zero-shot
+head. `--nested` removes that: each run trains on the other folds but one, picks its best epoch on that one (the next
+fold), and only predicts the held-out fold. Test-split numbers are not read:
 `dogft-analyze` reports the test split, this script only chooses.
 
 Usage:
@@ -61,21 +63,27 @@ def variant_settings(variant:str, strategy:str)->dict:
     return kw
 
 
-def fold_dirs(data_dir:Path, work_dir:Path, folds:int, seed:int=0)->list[Path]:
-    "One processed folder per fold: the pooled train+val images, the fold held out as `val` (and as `test`, never read)."
+def fold_dirs(data_dir:Path, work_dir:Path, folds:int, seed:int=0, nested:bool=False)->list[Path]:
+    "One processed folder per fold: the pooled train+val images, the fold held out as `val` and `test` (nested: as `test`, the next fold as `val`)."
     df = read_split(data_dir)
     pool = df[df.split.isin(['train', 'val'])].reset_index(drop=True)
     out = []
-    for k,(_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(pool, pool.breed)):
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(pool, pool.breed))
+    for k,(_, held) in enumerate(splits):
         d = work_dir/f'fold{k}'
         d.mkdir(parents=True, exist_ok=True)
         for sub in ('train', 'val'):
             if not (d/sub).exists(): (d/sub).symlink_to((data_dir/sub).resolve())
         f = pool.copy()
         f['split'] = 'train'
-        f.loc[held, 'split'] = 'val'
-        t = f[f.split == 'val'].assign(split='test')  # train_run evaluates a test split; here it is the fold again
-        new = pd.concat([f, t]).to_csv(index=False)
+        if nested:  # the next fold picks the best epoch, the held-out fold only scores
+            f.loc[splits[(k + 1) % folds][1], 'split'] = 'val'
+            f.loc[held, 'split'] = 'test'
+            new = f.to_csv(index=False)
+        else:
+            f.loc[held, 'split'] = 'val'
+            t = f[f.split == 'val'].assign(split='test')  # train_run evaluates a test split; here it is the fold again
+            new = pd.concat([f, t]).to_csv(index=False)
         if not (d/'split.csv').exists() or (d/'split.csv').read_text() != new: atomic_write(d/'split.csv', lambda p: Path(p).write_text(new))
         out.append(d)
     return out
@@ -108,12 +116,12 @@ def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[
     if cache.exists(): return pd.read_csv(cache).assign(train_seconds=m['train_seconds']).to_dict('records')
     vocab = m['class_names']
     net = imagenet_zero_shot(MODEL, vocab, 'auto')
-    dl = get_test_dl(d, model_data_config(net), split='val', verbose=False)
+    dl = get_test_dl(d, model_data_config(net), split='test', verbose=False)  # the held-out fold
     zs = {k: v.clone() for k,v in net.state_dict().items()}
     start = (torch.load(run_paths(warm_start_config(c))['best'], map_location='cpu', weights_only=False)['state_dict']
              if c.warm_start and strategy != 'freeze' else zs)
     tuned = torch.load(run_paths(c)['best'], map_location='cpu', weights_only=False)['state_dict']
-    paths = read_split(d).query("split == 'val'").path.tolist()
+    paths = read_split(d).query("split == 'test'").path.tolist()
     rows = []
     for name,sd in [('zero-shot', zs)] + [(f'alpha {a:g}', interpolate(start, tuned, a)) for a in alphas]:
         net.load_state_dict(sd)
@@ -170,6 +178,7 @@ def main():
     ap.add_argument('--alphas', default=','.join(f'{a:g}' for a in ALPHAS))
     ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
     ap.add_argument('--data-dir', default=None, help='processed data to pool (default: $DOGFT_HOME/data/processed)')
+    ap.add_argument('--nested', action='store_true', help='pick each run\'s best epoch on the next fold, not on the held-out one (trains on one fold fewer)')
     ap.add_argument('--work-dir', default='/tmp/dogft-recipe-cv')
     ap.add_argument('--out', default='bench/results/recipe_cv', help='writes OUT.md and OUT.json (the summary); the per-image predictions go to WORK_DIR/oof.csv')
     a = ap.parse_args()
@@ -178,7 +187,7 @@ def main():
     torch.set_num_threads(os.cpu_count())
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
     alphas = [float(x) for x in a.alphas.split(',')]
-    dirs = fold_dirs(data_dir, Path(a.work_dir), a.folds)
+    dirs = fold_dirs(data_dir, Path(a.work_dir), a.folds, nested=a.nested)
     rows = []
     seeds = [int(x) for x in a.seeds.split(',')]
     for seed in seeds:
@@ -192,7 +201,8 @@ def main():
     rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])
     info = (f'{MODEL}, bundled weights, seed{"s" if len(seeds) > 1 else ""} {", ".join(map(str, seeds))}, {a.folds} stratified folds (random_state 0) over '
-            f'{len(df.path.unique())} train+val images of {data_dir}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
+            f'{len(df.path.unique())} train+val images of {data_dir}'
+            f'{"; nested: each run trained on 3 folds, its best epoch picked on the next fold, the held-out fold only predicted" if a.nested else ""}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
             f'dogft {dogft.__version__} (git {rev}).')
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
