@@ -184,6 +184,7 @@ def main():
     a = ap.parse_args()
     if bad := [v for v in a.variants.split(',') if v not in VARIANTS]: ap.error(f"unknown variant(s) {', '.join(bad)}: use {', '.join(VARIANTS)}")
     if a.folds < 2: ap.error('--folds must be at least 2')
+    if a.nested and a.folds < 3: ap.error('--nested needs at least 3 folds (train, pick the epoch, predict)')
     torch.set_num_threads(os.cpu_count())
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
     alphas = [float(x) for x in a.alphas.split(',')]
@@ -202,7 +203,7 @@ def main():
     command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])
     info = (f'{MODEL}, bundled weights, seed{"s" if len(seeds) > 1 else ""} {", ".join(map(str, seeds))}, {a.folds} stratified folds (random_state 0) over '
             f'{len(df.path.unique())} train+val images of {data_dir}'
-            f'{"; nested: each run trained on 3 folds, its best epoch picked on the next fold, the held-out fold only predicted" if a.nested else ""}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
+            f'{f"; nested: each run trained on {a.folds - 2} folds, its best epoch picked on the next fold, the held-out fold only predicted" if a.nested else ""}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
             f'dogft {dogft.__version__} (git {rev}).')
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
