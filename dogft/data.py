@@ -9,8 +9,8 @@ __all__ = ['ALL_BREEDS', 'DEFAULT_BREEDS', 'MIN_SIZE', 'STANFORD_URL', 'NO_SOURC
            'DogftError', 'NothingToDo', 'UnknownBreedError', 'Breed', 'breed_name', 'load_breeds', 'resolve_breeds',
            'dogft_home', 'default_data_dir', 'shared_stanford_dogs', 'run_name', 'check_image', 'encode_jpeg',
            'make_image', 'breed_folders', 'iter_folder', 'iter_tar', 'check_online', 'download', 'split_sizes',
-           'assign_splits', 'count_table', 'prepare_data', 'read_split', 'make_fake_stanford', 'atomic_write',
-           'save_json', 'ensure_data', 'dogft_data']
+           'assign_splits', 'parse_split', 'count_table', 'prepare_data', 'read_split', 'make_fake_stanford',
+           'atomic_write', 'save_json', 'ensure_data', 'dogft_data']
 
 # %% ../nbs/00_data.ipynb #a422226f
 import os, re, io, csv, json, sys, time, socket, shutil, hashlib, tarfile, zlib, difflib, tempfile
@@ -349,6 +349,16 @@ def assign_splits(shas:list[str], # sha256 of each image of one class
         start += k
     return res
 
+def parse_split(split # train, val and test shares: `'60,15,25'` or `(60, 15, 25)` in percent, or fractions like `(0.6, 0.15, 0.25)`
+               )->tuple[float, float, float]: # fractions of train, val and test
+    "Train/val/test fractions from three positive shares that sum to 100 (percent) or to 1."
+    try: v = [float(x) for x in (split.split(',') if isinstance(split, str) else split)]
+    except (TypeError, ValueError): v = []
+    total = sum(v)
+    if len(v) != 3 or not all(x > 0 for x in v) or not (np.isclose(total, 100) or np.isclose(total, 1)):
+        raise DogftError(f"split {split!r}: give three positive shares of train, val and test that sum to 100 (percent) or 1, e.g. 70,15,15")
+    return tuple(x/total for x in v)
+
 # %% ../nbs/00_data.ipynb #fe77f58a
 DATA_VERSION = 1  # bump when the procedure changes, so existing folders are rebuilt
 
@@ -371,10 +381,10 @@ def _source_info(source, url:str, raw_dir:Path)->dict:
             h.update(f'{f.relative_to(p).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
     return dict(kind='folder', path=str(p), files=n, listing_sha256=h.hexdigest())
 
-def _stamp_key(src:dict, breeds:list[Breed], seed:int)->dict:
+def _stamp_key(src:dict, breeds:list[Breed], seed:int, fracs:tuple)->dict:
     ident = {k: v for k,v in src.items() if k != 'tar'}
     return dict(procedure=DATA_VERSION, source=ident, breeds=sorted(b.name for b in breeds), seed=seed,
-                fracs=list(SPLIT_FRACS), min_size=MIN_SIZE)
+                fracs=list(fracs), min_size=MIN_SIZE)
 
 def _read_stamp(d:Path)->dict|None:
     try: return json.loads((Path(d)/'stamp.json').read_text())
@@ -432,7 +442,7 @@ def _dedupe(recs:list[dict], report:list)->list[dict]:
                                            reason=f"same bytes as {g[0]['source']}: kept once"))
     return sorted(keep, key=lambda r: (r['breed'], r['source']))
 
-def _build(items:Iterable, breeds:list[Breed], tmp:Path, seed:int, report:list)->pd.DataFrame:
+def _build(items:Iterable, breeds:list[Breed], tmp:Path, seed:int, fracs:tuple, report:list)->pd.DataFrame:
     "Verify, deduplicate, split and write the images into `tmp`; return the split table."
     staging = tmp/'_staging'
     staging.mkdir()
@@ -443,7 +453,7 @@ def _build(items:Iterable, breeds:list[Breed], tmp:Path, seed:int, report:list)-
     for b in sorted(b.name for b in breeds):
         rs = [r for r in recs if r['breed'] == b]
         used = set()
-        for r,split in zip(rs, assign_splits([r['sha256'] for r in rs], b, seed)):
+        for r,split in zip(rs, assign_splits([r['sha256'] for r in rs], b, seed, fracs)):
             stem = _safe_stem(r['source'])
             if stem in used: stem = f"{stem}_{r['sha256'][:8]}"
             used.add(stem)
@@ -462,19 +472,20 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
                  dest=None, # processed folder; `None`: `dogft_home()/data/processed`
                  force:bool=False, # rebuild even if `dest` is up to date
                  seed:int=42, # split seed
+                 split=SPLIT_FRACS, # shares of train, val and test, in percent or fractions (`parse_split`)
                  url:str=STANFORD_URL, # where to download the archive from when there is no local source
                  sha256:str|None=None, # expected sha256 of the downloaded archive, if known
                  quiet:bool=False # print nothing but errors
                 )->Path: # the processed folder
-    "Get Stanford Dogs, keep `breeds`, verify every image and write a stratified 70/15/15 split with `split.csv`."
+    "Get Stanford Dogs, keep `breeds`, verify every image and write a stratified split (70/15/15 by default) with `split.csv`."
     say = (lambda *a: None) if quiet else print
     if url == STANFORD_URL: url = os.environ.get('DOGFT_URL') or url  # a mirror, or an unreachable URL in tests
-    bs = resolve_breeds(breeds)
+    bs,fracs = resolve_breeds(breeds),parse_split(split)
     dest = Path(dest) if dest is not None else default_data_dir()
     if source is None: source = os.environ.get('DOGFT_SOURCE') or None
     src = _source_info(source, url, dest.parent/'raw')
     if src['kind'] == 'folder': breed_folders(src['path'], bs)  # fail before doing anything
-    key = _stamp_key(src, bs, seed)
+    key = _stamp_key(src, bs, seed, fracs)
     old = _read_stamp(dest)
     if old is not None and old.get('key') == key and (dest/'split.csv').exists() and not force:
         say(f"{_show(dest)} is up to date ({old.get('n_images')} images, {len(bs)} breeds); --force rebuilds it")
@@ -495,7 +506,7 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
     try:
         if src['kind'] == 'folder': items = iter_folder(Path(src['path']), bs, report)
         else: items = iter_tar(Path(src.get('tar') or src['path']), bs, report)
-        df = _build(items, bs, tmp, seed, report)
+        df = _build(items, bs, tmp, seed, fracs, report)
         df.to_csv(tmp/'split.csv', index=False)
         pd.DataFrame(report, columns=['source', 'breed', 'kind', 'reason']).to_csv(tmp/'bad_files.csv', index=False)
         import PIL
@@ -513,7 +524,7 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
         raise
     kinds = pd.Series([r['kind'] for r in report], dtype=object).value_counts()
     if report: say(f"skipped {len(report)} file(s): " + ', '.join(f'{v} {k}' for k,v in kinds.items()) + f" (see {_show(dest/'bad_files.csv')})")
-    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}):")
+    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}, split {'/'.join(f'{100*f:g}' for f in fracs)}):")
     say(count_table(df).to_string())
     return dest
 
@@ -581,7 +592,7 @@ def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/pr
                 seed:int=42, # split seed
                 quiet:bool=False # print nothing but errors
                )->Path: # the processed folder
-    "A processed folder with `breeds` split with `seed`: the existing one if it matches (from any source), else `prepare_data`."
+    "A processed folder with `breeds` split with `seed`: the existing one if it matches (from any source), else `prepare_data` (with the existing one's shares)."
     d = Path(data_dir) if data_dir is not None else default_data_dir()
     old = _read_stamp(d)
     if breeds is None and source is None and (d/'split.csv').exists():
@@ -591,7 +602,8 @@ def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/pr
     if source is None and old and (old.get('key') or {}).get('breeds') == names and old['key'].get('seed') == seed \
         and (d/'split.csv').exists(): return d
     if source is None: source = os.environ.get('DOGFT_SOURCE') or shared_stanford_dogs()
-    return prepare_data(source, names, d, seed=seed, quiet=quiet)
+    split = ((old or {}).get('key') or {}).get('fracs') or SPLIT_FRACS  # rebuilt with the shares it was made with
+    return prepare_data(source, names, d, seed=seed, split=split, quiet=quiet)
 
 # %% ../nbs/00_data.ipynb #86d5f688
 @call_parse
@@ -601,9 +613,10 @@ def dogft_data(
     dest:str=None, # processed folder (default: $DOGFT_HOME/data/processed)
     force:bool=False, # rebuild even when up to date
     seed:int=42, # split seed
+    split:str='70,15,15', # percent of each breed's images in train, val and test
 ):
-    "Get Stanford Dogs, keep the chosen breeds, verify the images and split them 70/15/15 per breed (seed 42)."
-    try: prepare_data(source, breeds, dest, force=force, seed=seed)
+    "Get Stanford Dogs, keep the chosen breeds, verify the images and split them per breed (70/15/15, seed 42, unless asked otherwise)."
+    try: prepare_data(source, breeds, dest, force=force, seed=seed, split=split)
     except DogftError as e:
         if not is_cli(dogft_data): raise
         print(f"dogft-data: error: {e}", file=sys.stderr)

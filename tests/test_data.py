@@ -28,7 +28,7 @@ def assert_one_line_error(r, *needles):
     for n in needles: assert n in lines[0], lines[0]
 
 
-def check_split(d, n_expected=None):
+def check_split(d, n_expected=None, fracs=SPLIT_FRACS):
     "Check a processed folder: files match split.csv, no duplicates, each class within one image of its share."
     df = read_split(d)
     if n_expected is not None: assert len(df) == n_expected
@@ -38,9 +38,9 @@ def check_split(d, n_expected=None):
     assert files == sorted(df.path)
     for b, g in df.groupby('breed'):
         n = len(g)
-        for s, f in zip(SPLITS, SPLIT_FRACS):
+        for s, f in zip(SPLITS, fracs):
             assert abs((g.split == s).sum() - n*f) <= 1, (b, s)
-        assert tuple((g.split == s).sum() for s in SPLITS) == split_sizes(n)
+        assert tuple((g.split == s).sum() for s in SPLITS) == split_sizes(n, fracs)
     return df
 
 
@@ -90,6 +90,10 @@ def test_cli_folder_rerun_force_and_breeds(tmp_path, fake_src):
     r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer,pug', '--seed', '1', home=home)
     assert r.returncode == 0 and 'seed changed' in r.stdout
     assert not check_split(d).equals(df3)
+    # other shares: another split of the same images, and the stamp says why
+    r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer,pug', '--seed', '1', '--split', '50,25,25', home=home)
+    assert r.returncode == 0 and 'fracs changed (0.7,0.15,0.15 -> 0.5,0.25,0.25)' in r.stdout and 'split 50/25/25' in r.stdout, r.stdout
+    assert set(check_split(d, fracs=(0.5, 0.25, 0.25)).sha256) == set(df3.sha256)
     assert not [p for p in (home/'data').iterdir() if p.name.startswith('.')]  # no temporary folders left
 
 
@@ -100,6 +104,7 @@ def test_cli_errors_are_one_line(tmp_path, fake_src):
     assert_one_line_error(run_cli('--source', str(fake_src), '--breeds', 'beagle,chihuahua', home=home), 'chihuahua')
     junk = tmp_path/'junk.tar'; junk.write_bytes(b'not a tar' * 100)
     assert_one_line_error(run_cli('--source', str(junk), '--breeds', 'beagle', home=home), 'cannot read archive')
+    assert_one_line_error(run_cli('--source', str(fake_src), '--split', '60,15', home=home), "split '60,15'", 'sum to 100 (percent) or 1')
     assert not (home/'data'/'processed').exists()
 
 
@@ -121,7 +126,7 @@ def test_source_from_env(tmp_path, fake_src):
 
 def test_help():
     r = subprocess.run([str(CLI), '--help'], capture_output=True, text=True)
-    assert r.returncode == 0 and all(f in r.stdout for f in ['--source', '--breeds', '--dest', '--force', '--seed'])
+    assert r.returncode == 0 and all(f in r.stdout for f in ['--source', '--breeds', '--dest', '--force', '--seed', '--split'])
 
 
 # ---------------------------------------------------------------- folder layouts and tar sources
