@@ -390,10 +390,17 @@ def _read_stamp(d:Path)->dict|None:
     try: return json.loads((Path(d)/'stamp.json').read_text())
     except (OSError, ValueError): return None
 
+def _percent(fracs)->str:
+    "Train/val/test shares in percent, as `70/15/15`."
+    return '/'.join(f'{100*f:g}' for f in fracs)
+
 def _changes(old:dict, new:dict)->str:
-    "Say which stamp inputs differ, e.g. `breeds changed (beagle,boxer -> beagle)`."
-    def _s(v): return ','.join(map(str, v)) if isinstance(v, list) else (v.get('path') or v.get('url') if isinstance(v, dict) else str(v))
-    return '; '.join(f"{k} changed ({_s(old.get(k))} -> {_s(new[k])})" for k in new if old.get(k) != new[k]) or 'inputs changed'
+    "Say which stamp inputs differ, e.g. `breeds changed (beagle,boxer -> beagle)`, `split changed (70/15/15 -> 60/15/25)`."
+    def _s(k, v):
+        if k == 'fracs' and isinstance(v, list): return _percent(v)
+        return ','.join(map(str, v)) if isinstance(v, list) else (v.get('path') or v.get('url') if isinstance(v, dict) else str(v))
+    return '; '.join(f"{dict(fracs='split').get(k, k)} changed ({_s(k, old.get(k))} -> {_s(k, new[k])})"
+                     for k in new if old.get(k) != new[k]) or 'inputs changed'
 
 def _show(p)->str:
     "`p` relative to `dogft_home()` when inside it, for short stable messages."
@@ -524,7 +531,7 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
         raise
     kinds = pd.Series([r['kind'] for r in report], dtype=object).value_counts()
     if report: say(f"skipped {len(report)} file(s): " + ', '.join(f'{v} {k}' for k,v in kinds.items()) + f" (see {_show(dest/'bad_files.csv')})")
-    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}, split {'/'.join(f'{100*f:g}' for f in fracs)}):")
+    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}, split {_percent(fracs)}):")
     say(count_table(df).to_string())
     return dest
 

@@ -92,7 +92,7 @@ def test_cli_folder_rerun_force_and_breeds(tmp_path, fake_src):
     assert not check_split(d).equals(df3)
     # other shares: another split of the same images, and the stamp says why
     r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer,pug', '--seed', '1', '--split', '50,25,25', home=home)
-    assert r.returncode == 0 and 'fracs changed (0.7,0.15,0.15 -> 0.5,0.25,0.25)' in r.stdout and 'split 50/25/25' in r.stdout, r.stdout
+    assert r.returncode == 0 and 'split changed (70/15/15 -> 50/25/25)' in r.stdout and 'split 50/25/25' in r.stdout, r.stdout
     assert set(check_split(d, fracs=(0.5, 0.25, 0.25)).sha256) == set(df3.sha256)
     assert not [p for p in (home/'data').iterdir() if p.name.startswith('.')]  # no temporary folders left
 
