@@ -39,7 +39,7 @@ __all__ = ['RECIPES', 'KEY_ADDED', 'TrainConfig', 'resolve_config', 'run_paths',
 import dogft
 from .data import DogftError, atomic_write, dogft_home, ensure_data, read_split, resolve_breeds, run_name, save_json
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl
-from .models import create_model, imagenet_zero_shot, model_data_config, weights_info, count_params
+from .models import create_model, imagenet_zero_shot, model_data_config, resolve_weights, weights_info, count_params
 from .strategies import apply_strategy, check_strategy, strategy_defaults, group_lrs, BN_POLICIES
 from .features import autocast_dtype, feature_dls, split_frozen
 
@@ -318,6 +318,7 @@ def versions()->dict:
 
 def _data_dir(c:TrainConfig)->Path:
     "The processed data of run `c` (`dogft.data.ensure_data`: as it is when no breeds are asked for, else prepared with `c.breeds`)."
+    resolve_weights(c.model, c.weights)  # first: a misspelt model or missing weights fails before any data is prepared (or downloaded)
     return ensure_data(c.data_dir, c.breeds, quiet=True)
 
 def _device(name:str)->torch.device:
