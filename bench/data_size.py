@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Which strategy for how much data: each strategy trained on fewer training images per breed, scored on the test split.
+
+The comparison table answers "which strategy" for the full training split only. This script draws `--sizes`
+training images per breed (a stratified random subset of the training split, drawn with the run's seed, so each seed
+also sees other images), keeps the validation and test splits whole, and trains every strategy with the `dogft`
+recipe on each subset (`dogft.train.train_run`, one folder per subset under `--work-dir`; finished runs are reused,
+and a partial or full run starts from the freeze run of its own subset). The zero-shot head (untrained, so the same at
+every size) is the baseline. It is a measurement for the docs' advice: nothing in the recipe is chosen by it.
+
+Usage:
+    .venv/bin/python bench/data_size.py --sizes 5,10,25,50,all --strategies freeze,partial,full --seeds 42 \
+        --out bench/results/data_size
+"""
+from __future__ import annotations
+import argparse, os, platform, shlex, subprocess, sys, time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import dogft
+from dogft.data import atomic_write, ensure_data, read_split
+from dogft.train import TrainConfig, train_run, zero_shot_run
+
+MODEL = 'efficientnet_lite0'
+
+
+def subset_dir(data_dir:Path, work_dir:Path, size:int|None, seed:int)->Path:
+    "A processed folder whose training split is `size` images per breed drawn with `seed` (`None`: all of them); validation and test whole."
+    df = read_split(data_dir)
+    train = df[df.split == 'train']
+    if size is not None:
+        if (short := train.breed.value_counts()).min() < size:
+            raise SystemExit(f"error: --sizes {size} is more than the {short.min()} training images of {short.idxmin()}: use smaller sizes or `all`")
+        train = train.groupby('breed', group_keys=False).sample(size, random_state=seed)
+    d = work_dir/f"n{size or 'all'}_s{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    for sub in ('train', 'val', 'test'):
+        if not (d/sub).exists(): (d/sub).symlink_to((data_dir/sub).resolve())
+    new = pd.concat([train, df[df.split != 'train']]).to_csv(index=False)
+    if not (d/'split.csv').exists() or (d/'split.csv').read_text() != new: atomic_write(d/'split.csv', lambda p: Path(p).write_text(new))
+    return d
+
+
+def run_row(d:Path, strategy:str, seed:int, size:int|None)->dict:
+    "Train (or reuse) `strategy` on subset folder `d`; its test accuracy, right answers, epochs and seconds."
+    m = train_run(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(d/'runs')), quiet=True)
+    n_test = len(m['test_predictions'])
+    return dict(size='all' if size is None else size, n_train=int((read_split(d).split == 'train').sum()), strategy=strategy, seed=seed,
+                test_acc=m['test_acc'], test_right=round(m['test_acc']*n_test), n_test=n_test, best_val_acc=m['best_val_acc'],
+                epochs=m['epochs_run'], train_seconds=m['train_seconds'])
+
+
+def summary(df:pd.DataFrame)->pd.DataFrame:
+    "Per size and strategy: mean test accuracy, the right answers of each seed, mean seconds."
+    g = df.groupby(['size', 'n_train', 'strategy'], sort=False)
+    return g.agg(test_acc=('test_acc', 'mean'), right=('test_right', lambda s: ', '.join(map(str, s))), n_test=('n_test', 'first'),
+                 seeds=('seed', 'count'), train_seconds=('train_seconds', 'mean')).reset_index()
+
+
+def markdown(sm:pd.DataFrame, zs:dict, command:str, info:str)->str:
+    "The report: a table of sizes × strategies, the zero-shot head above it."
+    strategies = list(dict.fromkeys(sm.strategy))
+    lines = ['# Test accuracy by training images per breed', '', f'Command: `{command}`', '', info, '',
+             f"Zero-shot ImageNet head (untrained, the same at every size): {zs['test_acc']:.1%} "
+             f"({round(zs['test_acc']*len(zs['test_predictions']))} of {len(zs['test_predictions'])} test images).", '',
+             'Each cell: mean test accuracy over seeds (right answers per seed), mean training seconds (partial and full include the freeze run they start from).', '',
+             '| training images per breed | ' + ' | '.join(strategies) + ' |', '|---|' + '---|'*len(strategies)]
+    for (size, n), rows in sm.groupby(['size', 'n_train'], sort=False):
+        r = rows.set_index('strategy')
+        cells = [f"{r.test_acc[s]:.1%} ({r.right[s]}), {r.train_seconds[s]:.0f} s" if s in r.index else '–' for s in strategies]
+        lines.append(f"| {size} ({n} in all) | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--sizes', default='5,10,25,50,all', help='training images per breed, comma-separated; `all`: the whole training split')
+    ap.add_argument('--strategies', default='freeze,partial,full')
+    ap.add_argument('--seeds', default='42', help='comma-separated; each seed draws its own subsets')
+    ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
+    ap.add_argument('--data-dir', default=None, help='processed data (default: $DOGFT_HOME/data/processed)')
+    ap.add_argument('--work-dir', default='/tmp/data_size')
+    ap.add_argument('--out', required=True, help='report prefix: writes PREFIX.md and PREFIX.json')
+    a = ap.parse_args()
+    sizes = [None if s == 'all' else int(s) for s in a.sizes.split(',')]
+    if any(s is not None and s < 1 for s in sizes): ap.error('--sizes: give positive numbers of images per breed, or all')
+    torch.set_num_threads(os.cpu_count())
+    data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
+    work = Path(a.work_dir)
+    rows = []
+    for seed in [int(x) for x in a.seeds.split(',')]:
+        for size in sizes:
+            d = subset_dir(data_dir, work, size, seed)
+            for s in a.strategies.split(','):
+                t0 = time.time()
+                rows.append(run_row(d, s, seed, size))
+                print(f"n{size or 'all'} {s} s{seed}: test {rows[-1]['test_acc']:.1%}, {time.time() - t0:.0f} s", flush=True)
+    zs = zero_shot_run(MODEL, data_dir=str(d), out_dir=str(work/'zero-shot'), quiet=True)
+    df = pd.DataFrame(rows)
+    sm = summary(df)
+    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    info = (f"{MODEL}, bundled weights, `dogft` recipe; data {data_dir} ({', '.join(sorted(read_split(data_dir).breed.unique()))}), "
+            f"validation and test splits whole; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"torch {torch.__version__}, dogft {dogft.__version__} (git {rev}).")
+    md = markdown(sm, zs, shlex.join(['python', 'bench/data_size.py', *sys.argv[1:]]), info)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out.with_suffix('.json'), lambda p: Path(p).write_text(df.to_json(orient='records', indent=1)))
+    atomic_write(out.with_suffix('.md'), lambda p: Path(p).write_text(md))
+    print(md)
+
+
+if __name__ == '__main__': main()
