@@ -98,8 +98,11 @@ def main():
                 rows.append(run_row(d, s, seed, size))
                 print(f"n{size or 'all'} {s} s{seed}: test {rows[-1]['test_acc']:.1%}, {time.time() - t0:.0f} s", flush=True)
     zs = zero_shot_run(MODEL, data_dir=str(d), out_dir=str(work/'zero-shot'), quiet=True)
+    sm = summary(pd.DataFrame(rows))
+    n_test = len(zs['test_predictions'])
+    rows.append(dict(size=0, n_train=0, strategy='zero-shot', seed=0, test_acc=zs['test_acc'], test_right=round(zs['test_acc']*n_test),
+                     n_test=n_test, best_val_acc=zs['best_val_acc'], epochs=0, train_seconds=0.0))  # the baseline, in the JSON beside the runs
     df = pd.DataFrame(rows)
-    sm = summary(df)
     rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     info = (f"{MODEL}, bundled weights, `dogft` recipe; data {data_dir} ({', '.join(sorted(read_split(data_dir).breed.unique()))}), "
             f"validation and test splits whole; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
