@@ -7,6 +7,8 @@ also sees other images), keeps the validation and test splits whole, and trains 
 recipe on each subset (`dogft.train.train_run`, one folder per subset under `--work-dir`; finished runs are reused,
 and a partial or full run starts from the freeze run of its own subset). The zero-shot head (untrained, so the same at
 every size) is the baseline. It is a measurement for the docs' advice: nothing in the recipe is chosen by it.
+`--head-init random` starts the new head from random weights instead of the ImageNet head's rows for the breeds
+(what a run on classes ImageNet does not have starts from), so that the curve shows what the images themselves buy.
 
 Usage:
     .venv/bin/python bench/data_size.py --sizes 5,10,25,50,all --strategies freeze,partial,full --seeds 42 \
@@ -43,9 +45,10 @@ def subset_dir(data_dir:Path, work_dir:Path, size:int|None, seed:int)->Path:
     return d
 
 
-def run_row(d:Path, strategy:str, seed:int, size:int|None)->dict:
+def run_row(d:Path, strategy:str, seed:int, size:int|None, head_init:str='auto')->dict:
     "Train (or reuse) `strategy` on subset folder `d`; its test accuracy, right answers, epochs and seconds."
-    m = train_run(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(d/'runs')), quiet=True)
+    runs = d/('runs' if head_init == 'auto' else f'runs-head-{head_init}')  # runs of another head init beside, not over, the recipe's
+    m = train_run(TrainConfig(model=MODEL, strategy=strategy, seed=seed, head_init=head_init, data_dir=str(d), out_dir=str(runs)), quiet=True)
     n_test = len(m['test_predictions'])
     return dict(size='all' if size is None else size, n_train=int((read_split(d).split == 'train').sum()), strategy=strategy, seed=seed,
                 test_acc=m['test_acc'], test_right=round(m['test_acc']*n_test), n_test=n_test, best_val_acc=m['best_val_acc'],
@@ -81,6 +84,7 @@ def main():
     ap.add_argument('--seeds', default='42', help='comma-separated; each seed draws its own subsets')
     ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
     ap.add_argument('--data-dir', default=None, help='processed data (default: $DOGFT_HOME/data/processed)')
+    ap.add_argument('--head-init', default='auto', help="the new head's start (`TrainConfig.head_init`): auto (the recipe's: the ImageNet head's rows), or random, as for classes ImageNet does not have")
     ap.add_argument('--work-dir', default='/tmp/data_size')
     ap.add_argument('--out', required=True, help='report prefix: writes PREFIX.md and PREFIX.json')
     a = ap.parse_args()
@@ -95,7 +99,7 @@ def main():
             d = subset_dir(data_dir, work, size, seed)
             for s in a.strategies.split(','):
                 t0 = time.time()
-                rows.append(run_row(d, s, seed, size))
+                rows.append(run_row(d, s, seed, size, a.head_init))
                 print(f"n{size or 'all'} {s} s{seed}: test {rows[-1]['test_acc']:.1%}, {time.time() - t0:.0f} s", flush=True)
     zs = zero_shot_run(MODEL, data_dir=str(d), out_dir=str(work/'zero-shot'), quiet=True)
     sm = summary(pd.DataFrame(rows))
@@ -104,7 +108,8 @@ def main():
                      n_test=n_test, best_val_acc=zs['best_val_acc'], epochs=0, train_seconds=0.0))  # the baseline, in the JSON beside the runs
     df = pd.DataFrame(rows)
     rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-    info = (f"{MODEL}, bundled weights, `dogft` recipe; data {data_dir} ({', '.join(sorted(read_split(data_dir).breed.unique()))}), "
+    head = '' if a.head_init == 'auto' else f" with head_init={a.head_init}"
+    info = (f"{MODEL}, bundled weights, `dogft` recipe{head}; data {data_dir} ({', '.join(sorted(read_split(data_dir).breed.unique()))}), "
             f"validation and test splits whole; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"torch {torch.__version__}, dogft {dogft.__version__} (git {rev}).")
     md = markdown(sm, zs, shlex.join(['python', 'bench/data_size.py', *sys.argv[1:]]), info)
