@@ -88,8 +88,9 @@ def main():
     ap.add_argument('--work-dir', default='/tmp/data_size')
     ap.add_argument('--out', required=True, help='report prefix: writes PREFIX.md and PREFIX.json')
     a = ap.parse_args()
-    sizes = [None if s == 'all' else int(s) for s in a.sizes.split(',')]
-    if any(s is not None and s < 1 for s in sizes): ap.error('--sizes: give positive numbers of images per breed, or all')
+    try: sizes = [None if s == 'all' else int(s) for s in a.sizes.split(',')]
+    except ValueError: sizes = [0]
+    if any(s is not None and s < 1 for s in sizes): ap.error(f'--sizes {a.sizes}: give positive numbers of images per breed, or all, e.g. 5,10,all')
     torch.set_num_threads(os.cpu_count())
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
     work = Path(a.work_dir)
