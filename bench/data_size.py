@@ -92,6 +92,7 @@ def main():
     except ValueError: sizes = [0]
     if any(s is not None and s < 1 for s in sizes): ap.error(f'--sizes {a.sizes}: give positive numbers of images per breed, or all, e.g. 5,10,all')
     torch.set_num_threads(os.cpu_count())
+    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()  # the code the runs start with
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
     work = Path(a.work_dir)
     rows = []
@@ -108,7 +109,6 @@ def main():
     rows.append(dict(size=0, n_train=0, strategy='zero-shot', seed=0, test_acc=zs['test_acc'], test_right=round(zs['test_acc']*n_test),
                      n_test=n_test, best_val_acc=zs['best_val_acc'], epochs=0, train_seconds=0.0))  # the baseline, in the JSON beside the runs
     df = pd.DataFrame(rows)
-    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     head = '' if a.head_init == 'auto' else f" with head_init={a.head_init}"
     info = (f"{MODEL}, bundled weights, `dogft` recipe{head}; data {data_dir} ({', '.join(sorted(read_split(data_dir).breed.unique()))}), "
             f"validation and test splits whole; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
