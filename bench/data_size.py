@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 import dogft
+from dogft.analysis import n_correct
 from dogft.data import atomic_write, ensure_data, read_split
 from dogft.train import TrainConfig, train_run, zero_shot_run
 
@@ -49,9 +50,8 @@ def run_row(d:Path, strategy:str, seed:int, size:int|None, head_init:str='auto')
     "Train (or reuse) `strategy` on subset folder `d`; its test accuracy, right answers, epochs and seconds."
     runs = d/('runs' if head_init == 'auto' else f'runs-head-{head_init}')  # runs of another head init beside, not over, the recipe's
     m = train_run(TrainConfig(model=MODEL, strategy=strategy, seed=seed, head_init=head_init, data_dir=str(d), out_dir=str(runs)), quiet=True)
-    n_test = len(m['test_predictions'])
     return dict(size='all' if size is None else size, n_train=int((read_split(d).split == 'train').sum()), strategy=strategy, seed=seed,
-                test_acc=m['test_acc'], test_right=round(m['test_acc']*n_test), n_test=n_test, best_val_acc=m['best_val_acc'],
+                test_acc=m['test_acc'], test_right=n_correct(m), n_test=len(m['test_predictions']), best_val_acc=m['best_val_acc'],
                 epochs=m['epochs_run'], train_seconds=m['train_seconds'])
 
 
@@ -67,7 +67,7 @@ def markdown(sm:pd.DataFrame, zs:dict, command:str, info:str)->str:
     strategies = list(dict.fromkeys(sm.strategy))
     lines = ['# Test accuracy by training images per breed', '', f'Command: `{command}`', '', info, '',
              f"Zero-shot ImageNet head (untrained, the same at every size): {zs['test_acc']:.1%} "
-             f"({round(zs['test_acc']*len(zs['test_predictions']))} of {len(zs['test_predictions'])} test images).", '',
+             f"({n_correct(zs)} of {len(zs['test_predictions'])} test images).", '',
              'Each cell: mean test accuracy over seeds (right answers per seed), mean training seconds (partial and full include the freeze run they start from).', '',
              '| training images per breed | ' + ' | '.join(strategies) + ' |', '|---|' + '---|'*len(strategies)]
     for (size, n), rows in sm.groupby(['size', 'n_train'], sort=False):
@@ -105,9 +105,8 @@ def main():
                 print(f"n{size or 'all'} {s} s{seed}: test {rows[-1]['test_acc']:.1%}, {time.time() - t0:.0f} s", flush=True)
     zs = zero_shot_run(MODEL, data_dir=str(d), out_dir=str(work/'zero-shot'), quiet=True)
     sm = summary(pd.DataFrame(rows))
-    n_test = len(zs['test_predictions'])
-    rows.append(dict(size=0, n_train=0, strategy='zero-shot', seed=0, test_acc=zs['test_acc'], test_right=round(zs['test_acc']*n_test),
-                     n_test=n_test, best_val_acc=zs['best_val_acc'], epochs=0, train_seconds=0.0))  # the baseline, in the JSON beside the runs
+    rows.append(dict(size=0, n_train=0, strategy='zero-shot', seed=0, test_acc=zs['test_acc'], test_right=n_correct(zs),
+                     n_test=len(zs['test_predictions']), best_val_acc=zs['best_val_acc'], epochs=0, train_seconds=0.0))  # the baseline, in the JSON beside the runs
     df = pd.DataFrame(rows)
     head = '' if a.head_init == 'auto' else f" with head_init={a.head_init}"
     info = (f"{MODEL}, bundled weights, `dogft` recipe{head}; data {data_dir} ({', '.join(sorted(read_split(data_dir).breed.unique()))}), "
