@@ -58,8 +58,8 @@ def run_row(d:Path, strategy:str, seed:int, size:int|None, head_init:str='auto')
 def summary(df:pd.DataFrame)->pd.DataFrame:
     "Per size and strategy: mean test accuracy, the right answers of each seed, mean seconds."
     g = df.groupby(['size', 'n_train', 'strategy'], sort=False)
-    return g.agg(test_acc=('test_acc', 'mean'), right=('test_right', lambda s: ', '.join(map(str, s))), n_test=('n_test', 'first'),
-                 seeds=('seed', 'count'), train_seconds=('train_seconds', 'mean')).reset_index()
+    return g.agg(test_acc=('test_acc', 'mean'), right=('test_right', lambda s: ', '.join(map(str, s))),
+                 train_seconds=('train_seconds', 'mean')).reset_index()
 
 
 def markdown(sm:pd.DataFrame, zs:dict, command:str, info:str)->str:

@@ -317,8 +317,8 @@ def versions()->dict:
                 fastai=fastai.__version__, numpy=np.__version__, sklearn=sklearn.__version__, platform=platform.platform())
 
 def _data_dir(c:TrainConfig)->Path:
-    "The processed data of run `c` (`dogft.data.ensure_data`: as it is when no breeds are asked for, else prepared with `c.breeds`)."
-    resolve_weights(c.model, c.weights)  # first: a misspelt model or missing weights fails before any data is prepared (or downloaded)
+    "The processed data of run `c` (`dogft.data.ensure_data`: as it is when no breeds are asked for, else prepared with `c.breeds`), once its model and weights are known to exist."
+    resolve_weights(c.model, c.weights)  # a misspelt model or missing weights fails before any data is prepared (or downloaded)
     return ensure_data(c.data_dir, c.breeds, quiet=True)
 
 def _device(name:str)->torch.device:
