@@ -17,8 +17,10 @@ What it compares, per strategy, on the out-of-fold predictions:
 Variants (`--variants`): `dogft`, the recipe as it is; `no warm start`; `label smoothing 0.1`; `ema 0.9` and
 `ema 0.97` (validate and keep a moving average of the weights, `TrainConfig.ema`); `lr x1/3` and `lr x3` (the
 strategy's default learning rate scaled; a partial or full run's freeze run keeps its own); `views 16`; `fp32`;
-`drop path 0.2` (stochastic depth in the blocks that train, `TrainConfig.drop_path`). Label smoothing lowers every
-prediction's confidence by design, so compare it on errors, not on log loss.
+`drop path 0.2` (stochastic depth in the blocks that train, `TrainConfig.drop_path`); `no feature cache` (train on
+images, a fresh augmented draw every epoch, instead of on the frozen prefix's output cached for a few views; the freeze
+run it starts from is the recipe's own). Label smoothing lowers every prediction's confidence by design, so compare it
+on errors, not on log loss.
 
 `--seeds 42,43,44` trains every fold once per seed and pools the out-of-fold predictions (one seed's error count
 moves by a few images from seed to seed). A variant whose freeze run is the recipe's own (it changes only partial or
@@ -53,7 +55,8 @@ MODEL = 'efficientnet_lite0'
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 VARIANTS = {'dogft': {}, 'no warm start': dict(warm_start=False), 'label smoothing 0.1': dict(label_smoothing=0.1),
             'ema 0.9': dict(ema=0.9), 'ema 0.97': dict(ema=0.97), 'lr x1/3': dict(lr_times=1/3), 'lr x3': dict(lr_times=3),
-            'views 16': dict(views=16), 'fp32': dict(precision='fp32'), 'drop path 0.2': dict(drop_path=0.2)}
+            'views 16': dict(views=16), 'fp32': dict(precision='fp32'), 'drop path 0.2': dict(drop_path=0.2),
+            'no feature cache': dict(cache_features=False)}
 
 
 def variant_settings(variant:str, strategy:str)->dict:

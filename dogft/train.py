@@ -125,7 +125,7 @@ def run_paths(config:TrainConfig)->dict[str, Path]:
 def warm_start_config(config:TrainConfig # a resolved partial or full run
                      )->TrainConfig: # the resolved freeze run it starts from
     "The freeze run whose best weights a partial or full run with `warm_start` starts from."
-    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, views=None, precision=None, drop_path=None, resume=True))
+    return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, cache_features=None, views=None, precision=None, drop_path=None, resume=True))
 
 # %% ../nbs/03_train.ipynb #f93692e3
 _NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
