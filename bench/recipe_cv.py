@@ -192,6 +192,7 @@ def main():
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
     alphas = [float(x) for x in a.alphas.split(',')]
     dirs = fold_dirs(data_dir, Path(a.work_dir), a.folds, nested=a.nested)
+    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()  # the code the runs start with
     rows = []
     seeds = [int(x) for x in a.seeds.split(',')]
     for seed in seeds:
@@ -202,7 +203,6 @@ def main():
                     rows += fold_predictions(d, s, v, seed, alphas)
                     print(f'{v} {s} s{seed} {d.name}: {time.time() - t1:.0f} s', flush=True)
     df = pd.DataFrame(rows)
-    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])
     info = (f'{MODEL}, bundled weights, seed{"s" if len(seeds) > 1 else ""} {", ".join(map(str, seeds))}, {a.folds} stratified folds (random_state 0) over '
             f'{len(df.path.unique())} train+val images of {data_dir}'
