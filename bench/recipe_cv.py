@@ -29,7 +29,9 @@ full) copies the finished freeze run from the fold's `dogft` folder instead of t
 The held-out fold is also the fold the best epoch is chosen on, which favours `alpha = 1` a little (the
 fine-tuned end is selected on those images, the interpolations are not) and the trained runs over the zero-shot
 head. `--nested` removes that: each run trains on the other folds but one, picks its best epoch on that one (the next
-fold), and only predicts the held-out fold. Test-split numbers are not read:
+fold), and only predicts the held-out fold. `--tta` adds rows (`... + flip`) where each held-out image is predicted
+with horizontal-flip test-time augmentation (`predict_probs(flip=True)`: the mean of its and its mirror image's
+probabilities). Test-split numbers are not read:
 `dogft-analyze` reports the test split, this script only chooses.
 
 Usage:
@@ -108,13 +110,13 @@ def share_freeze_run(w:TrainConfig, base_dir:Path):
             shutil.copy2(src[k], dst[k])
 
 
-def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[dict]:
-    "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha."
+def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas, tta:bool=False)->list[dict]:
+    "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha (`tta`: also with flip TTA)."
     out = d/'runs'/variant.replace(' ', '-').replace('/', '-')
     c = resolve_config(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(out), **variant_settings(variant, strategy)))
     if c.warm_start and strategy != 'freeze': share_freeze_run(warm_start_config(c), d/'runs'/'dogft')
     m = train_run(c, quiet=True)
-    tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode()).hexdigest()[:12]
+    tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode() + (b' flip' if tta else b'')).hexdigest()[:12]
     cache = out/'oof'/f"{run_paths(c)['metrics'].stem}_{tag}.csv"  # this run's predictions, for these alphas
     if cache.exists(): return pd.read_csv(cache).assign(train_seconds=m['train_seconds']).to_dict('records')
     vocab = m['class_names']
@@ -128,9 +130,10 @@ def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[
     rows = []
     for name,sd in [('zero-shot', zs)] + [(f'alpha {a:g}', interpolate(start, tuned, a)) for a in alphas]:
         net.load_state_dict(sd)
-        probs,targs = predict_probs(net, dl)
-        rows += [dict(fold=d.name, strategy=strategy, recipe=variant, seed=seed, weights=name, train_seconds=m['train_seconds'], path=p, target=int(t), pred=int(pr.argmax()),
-                      nll=float(-pr[t].clamp_min(1e-12).log())) for p,t,pr in zip(paths, targs, probs)]
+        for flip in (False, True) if tta else (False,):
+            probs,targs = predict_probs(net, dl, flip=flip)
+            rows += [dict(fold=d.name, strategy=strategy, recipe=variant, seed=seed, weights=name + (' + flip' if flip else ''), train_seconds=m['train_seconds'], path=p,
+                          target=int(t), pred=int(pr.argmax()), nll=float(-pr[t].clamp_min(1e-12).log())) for p,t,pr in zip(paths, targs, probs)]
     cache.parent.mkdir(exist_ok=True)
     atomic_write(cache, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
     return rows
@@ -139,18 +142,19 @@ def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas)->list[
 def summary(df:pd.DataFrame)->pd.DataFrame:
     "Per strategy, recipe and weights: out-of-fold log loss, accuracy, errors, the paired test against zero-shot, training seconds."
     right = lambda g: (g.pred == g.target).set_axis(g.path)
-    zs = right(df[df.weights == 'zero-shot'].drop_duplicates('path'))
+    zs = right(df[df.weights == 'zero-shot'].drop_duplicates('path'))  # the plain zero-shot head: what every row is tested against
     first = tuple(df[['strategy', 'recipe']].iloc[0])
     rows = []
     for (s, r, v), g in df.groupby(['strategy', 'recipe', 'weights'], sort=False):
-        if v == 'zero-shot' and (s, r) != first: continue  # the same numbers for every strategy
+        untrained = v.startswith('zero-shot')
+        if untrained and (s, r) != first: continue  # the same numbers for every strategy
         t = mcnemar_exact(right(g), zs[g.path].values)
-        rows.append(dict(strategy='zero-shot' if v == 'zero-shot' else s, recipe='' if v == 'zero-shot' else r, weights=v,
+        rows.append(dict(strategy='zero-shot' if untrained else s, recipe='' if untrained else r, weights=v,
                          images=len(g), log_loss=g.nll.mean(), accuracy=(g.pred == g.target).mean(), wrong=int((g.pred != g.target).sum()),
                          wrong_per_seed=[int((x.pred != x.target).sum()) for _,x in g.groupby('seed', sort=True)],
                          only_this_right=t['a_only'], only_zero_shot_right=t['b_only'], p_vs_zero_shot=t['p'],
                          fold_log_loss=[round(x, 4) for x in g.groupby('fold', sort=True).nll.mean()],
-                         train_seconds=0.0 if v == 'zero-shot' else g.drop_duplicates(['seed', 'fold']).train_seconds.sum()))
+                         train_seconds=0.0 if untrained else g.drop_duplicates(['seed', 'fold']).train_seconds.sum()))
     return pd.DataFrame(rows)
 
 
@@ -165,7 +169,7 @@ def markdown(sm:pd.DataFrame, command:str, info:str)->str:
            '| strategy | recipe | weights | images | OOF log loss | OOF accuracy | wrong | against zero-shot | per fold: log loss | train s |',
            '|---|---|---|---|---|---|---|---|---|---|']
     for r in sm.itertuples():
-        vs = '' if r.strategy == 'zero-shot' else f"+{r.only_this_right} / -{r.only_zero_shot_right}, p = {r.p_vs_zero_shot:.2g}"
+        vs = '' if r.weights == 'zero-shot' else f"+{r.only_this_right} / -{r.only_zero_shot_right}, p = {r.p_vs_zero_shot:.2g}"
         wrong = f"{r.wrong}" + (f" ({' + '.join(map(str, r.wrong_per_seed))})" if len(r.wrong_per_seed) > 1 else '')
         out.append(f"| {r.strategy} | {r.recipe} | {r.weights} | {r.images} | {r.log_loss:.4f} | {r.accuracy:.2%} | {wrong} | {vs} | "
                    f"{' '.join(f'{x:.4f}' for x in r.fold_log_loss)} | {r.train_seconds:.0f} |")
@@ -181,6 +185,7 @@ def main():
     ap.add_argument('--alphas', default=','.join(f'{a:g}' for a in ALPHAS))
     ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
     ap.add_argument('--data-dir', default=None, help='processed data to pool (default: $DOGFT_HOME/data/processed)')
+    ap.add_argument('--tta', action='store_true', help='also predict each held-out image with horizontal-flip test-time augmentation (rows `... + flip`)')
     ap.add_argument('--nested', action='store_true', help='pick each run\'s best epoch on the next fold, not on the held-out one (trains on one fold fewer)')
     ap.add_argument('--work-dir', default='/tmp/dogft-recipe-cv')
     ap.add_argument('--out', default='bench/results/recipe_cv', help='writes OUT.md and OUT.json (the summary); the per-image predictions go to WORK_DIR/oof.csv')
@@ -200,7 +205,7 @@ def main():
             for s in a.strategies.split(','):
                 for d in dirs:
                     t1 = time.time()
-                    rows += fold_predictions(d, s, v, seed, alphas)
+                    rows += fold_predictions(d, s, v, seed, alphas, a.tta)
                     print(f'{v} {s} s{seed} {d.name}: {time.time() - t1:.0f} s', flush=True)
     df = pd.DataFrame(rows)
     command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])

@@ -406,11 +406,14 @@ def test_metrics(probs:torch.Tensor, # `[N, C]` predicted probabilities
 # %% ../nbs/03_train.ipynb #e189c101
 @torch.no_grad()
 def predict_probs(model:nn.Module, # a classifier
-                  dl # unshuffled loader of normalised `(image, label)` batches
+                  dl, # unshuffled loader of normalised `(image, label)` batches
+                  flip:bool=False # test-time augmentation: average the probabilities of each image and its mirror image
                  )->tuple[torch.Tensor, torch.Tensor]: # (probabilities `[N, C]`, labels `[N]`)
     "Softmax probabilities of `model` in eval mode over `dl`, in full precision."
     model.eval().to(dl.device)
-    out = [(model(xb.as_subclass(torch.Tensor)).float().softmax(1).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
+    def probs(x): return model(x).float().softmax(1)
+    def batch_probs(x): return (probs(x) + probs(x.flip(-1)))/2 if flip else probs(x)
+    out = [(batch_probs(xb.as_subclass(torch.Tensor)).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
     return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
 
 # %% ../nbs/03_train.ipynb #6e01fd43
