@@ -31,7 +31,9 @@ fine-tuned end is selected on those images, the interpolations are not) and the 
 head. `--nested` removes that: each run trains on the other folds but one, picks its best epoch on that one (the next
 fold), and only predicts the held-out fold. `--tta` adds rows (`... + flip`) where each held-out image is predicted
 with horizontal-flip test-time augmentation (`predict_probs(flip=True)`: the mean of its and its mirror image's
-probabilities). Test-split numbers are not read:
+probabilities). `--pick-alpha` (with `--nested`) adds rows `alpha picked on val`: per run, the alpha whose interpolation
+has the lowest log loss on the run's validation fold (the one that picked its best epoch), scored on the held-out
+fold. Test-split numbers are not read:
 `dogft-analyze` reports the test split, this script only chooses.
 
 Usage:
@@ -110,33 +112,66 @@ def share_freeze_run(w:TrainConfig, base_dir:Path):
             shutil.copy2(src[k], dst[k])
 
 
-def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas, tta:bool=False)->list[dict]:
-    "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha (`tta`: also with flip TTA)."
+def pick_alpha(val_nll:dict)->float:
+    "The alpha with the lowest validation log loss; a tie goes to the larger alpha (the fine-tuned end)."
+    return min(val_nll, key=lambda a: (val_nll[a], -a))
+
+
+def picked_rows(rows:list[dict], alpha:float)->list[dict]:
+    "The held-out rows of `alpha`, renamed `alpha picked on val` and carrying the alpha."
+    return [r | dict(weights='alpha picked on val', picked_alpha=alpha) for r in rows if r['weights'] == f'alpha {alpha:g}']
+
+
+def val_log_loss(d:Path, net, weights:dict, cache:Path)->dict:
+    "Log loss on the fold's validation split (nested: the fold that picked the best epoch) of each state dict in `weights` (alpha → weights), cached in `cache`."
+    if cache.exists(): return {float(r.alpha): r.val_nll for r in pd.read_csv(cache).itertuples()}
+    dl = get_test_dl(d, model_data_config(net), split='val', verbose=False)
+    out = {}
+    for a,sd in weights.items():
+        net.load_state_dict(sd)
+        probs,targs = predict_probs(net, dl)
+        out[a] = float(-probs[torch.arange(len(targs)), targs].clamp_min(1e-12).log().mean())
+    atomic_write(cache, lambda f: pd.DataFrame(dict(alpha=list(out), val_nll=list(out.values()))).to_csv(f, index=False))
+    return out
+
+
+def heldout_rows(d:Path, net, weights:dict, tta:bool, **cols)->list[dict]:
+    "Per image of the fold's held-out split, the prediction of each state dict in `weights` (name → weights; `tta`: also with flip TTA), with `cols` added."
+    dl = get_test_dl(d, model_data_config(net), split='test', verbose=False)
+    paths = read_split(d).query("split == 'test'").path.tolist()
+    rows = []
+    for name,sd in weights.items():
+        net.load_state_dict(sd)
+        for flip in (False, True) if tta else (False,):
+            probs,targs = predict_probs(net, dl, flip=flip)
+            rows += [cols | dict(weights=name + (' + flip' if flip else ''), path=p, target=int(t), pred=int(pr.argmax()),
+                                 nll=float(-pr[t].clamp_min(1e-12).log())) for p,t,pr in zip(paths, targs, probs)]
+    return rows
+
+
+def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas, tta:bool=False, pick:bool=False)->list[dict]:
+    "Train (or reuse) the fold's run of `variant`, then out-of-fold probabilities for zero-shot and each alpha (`tta`: also with flip TTA; `pick`: also the alpha picked on the validation split)."
     out = d/'runs'/variant.replace(' ', '-').replace('/', '-')
     c = resolve_config(TrainConfig(model=MODEL, strategy=strategy, seed=seed, data_dir=str(d), out_dir=str(out), **variant_settings(variant, strategy)))
     if c.warm_start and strategy != 'freeze': share_freeze_run(warm_start_config(c), d/'runs'/'dogft')
     m = train_run(c, quiet=True)
     tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode() + (b' flip' if tta else b'')).hexdigest()[:12]
     cache = out/'oof'/f"{run_paths(c)['metrics'].stem}_{tag}.csv"  # this run's predictions, for these alphas
-    if cache.exists(): return pd.read_csv(cache).assign(train_seconds=m['train_seconds']).to_dict('records')
-    vocab = m['class_names']
-    net = imagenet_zero_shot(MODEL, vocab, 'auto')
-    dl = get_test_dl(d, model_data_config(net), split='test', verbose=False)  # the held-out fold
+    rows = pd.read_csv(cache).assign(train_seconds=m['train_seconds']).to_dict('records') if cache.exists() else None
+    if rows and not pick: return rows
+    net = imagenet_zero_shot(MODEL, m['class_names'], 'auto')
     zs = {k: v.clone() for k,v in net.state_dict().items()}
     start = (torch.load(run_paths(warm_start_config(c))['best'], map_location='cpu', weights_only=False)['state_dict']
              if c.warm_start and strategy != 'freeze' else zs)
     tuned = torch.load(run_paths(c)['best'], map_location='cpu', weights_only=False)['state_dict']
-    paths = read_split(d).query("split == 'test'").path.tolist()
-    rows = []
-    for name,sd in [('zero-shot', zs)] + [(f'alpha {a:g}', interpolate(start, tuned, a)) for a in alphas]:
-        net.load_state_dict(sd)
-        for flip in (False, True) if tta else (False,):
-            probs,targs = predict_probs(net, dl, flip=flip)
-            rows += [dict(fold=d.name, strategy=strategy, recipe=variant, seed=seed, weights=name + (' + flip' if flip else ''), train_seconds=m['train_seconds'], path=p,
-                          target=int(t), pred=int(pr.argmax()), nll=float(-pr[t].clamp_min(1e-12).log())) for p,t,pr in zip(paths, targs, probs)]
-    cache.parent.mkdir(exist_ok=True)
-    atomic_write(cache, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
-    return rows
+    mixes = {a: interpolate(start, tuned, a) for a in alphas}
+    if rows is None:
+        rows = heldout_rows(d, net, {'zero-shot': zs} | {f'alpha {a:g}': sd for a,sd in mixes.items()}, tta,
+                            fold=d.name, strategy=strategy, recipe=variant, seed=seed, train_seconds=m['train_seconds'])
+        cache.parent.mkdir(exist_ok=True)
+        atomic_write(cache, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
+    if not pick: return rows
+    return rows + picked_rows(rows, pick_alpha(val_log_loss(d, net, mixes, cache.with_name(cache.stem + '_val.csv'))))
 
 
 def summary(df:pd.DataFrame)->pd.DataFrame:
@@ -186,12 +221,14 @@ def main():
     ap.add_argument('--breeds', default=None, help='comma-separated breeds (default: the five default breeds)')
     ap.add_argument('--data-dir', default=None, help='processed data to pool (default: $DOGFT_HOME/data/processed)')
     ap.add_argument('--tta', action='store_true', help='also predict each held-out image with horizontal-flip test-time augmentation (rows `... + flip`)')
+    ap.add_argument('--pick-alpha', action='store_true', help='also score, per run, the alpha with the lowest log loss on its validation fold (needs --nested)')
     ap.add_argument('--nested', action='store_true', help='pick each run\'s best epoch on the next fold, not on the held-out one (trains on one fold fewer)')
     ap.add_argument('--work-dir', default='/tmp/dogft-recipe-cv')
     ap.add_argument('--out', default='bench/results/recipe_cv', help='writes OUT.md and OUT.json (the summary); the per-image predictions go to WORK_DIR/oof.csv')
     a = ap.parse_args()
     if bad := [v for v in a.variants.split(',') if v not in VARIANTS]: ap.error(f"unknown variant(s) {', '.join(bad)}: use {', '.join(VARIANTS)}")
     if a.folds < 2: ap.error('--folds must be at least 2')
+    if a.pick_alpha and not a.nested: ap.error('--pick-alpha needs --nested: without it the validation fold is the held-out fold it would be scored on')
     if a.nested and a.folds < 3: ap.error('--nested needs at least 3 folds (train, pick the epoch, predict)')
     torch.set_num_threads(os.cpu_count())
     data_dir = ensure_data(a.data_dir, a.breeds, quiet=True)
@@ -205,7 +242,7 @@ def main():
             for s in a.strategies.split(','):
                 for d in dirs:
                     t1 = time.time()
-                    rows += fold_predictions(d, s, v, seed, alphas, a.tta)
+                    rows += fold_predictions(d, s, v, seed, alphas, a.tta, a.pick_alpha)
                     print(f'{v} {s} s{seed} {d.name}: {time.time() - t1:.0f} s', flush=True)
     df = pd.DataFrame(rows)
     command = shlex.join(['python', 'bench/recipe_cv.py', *sys.argv[1:]])
@@ -216,6 +253,10 @@ def main():
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sm = summary(df)
+    if 'picked_alpha' in df:  # which alphas the validation folds picked, per strategy
+        runs = df.dropna(subset=['picked_alpha']).drop_duplicates(['strategy', 'recipe', 'seed', 'fold'])
+        info += ' Alpha picked on each run\'s validation fold (the lowest log loss there; `alpha picked on val` rows): ' + '; '.join(
+            f"{s}: " + ', '.join(f'{a:g} ×{n}' for a,n in g.picked_alpha.value_counts().sort_index().items()) for s,g in runs.groupby('strategy', sort=False)) + '.'
     md = markdown(sm, command, info)
     atomic_write(Path(a.work_dir)/'oof.csv', lambda p: df.to_csv(p, index=False))
     atomic_write(out.with_suffix('.json'), lambda p: Path(p).write_text(sm.to_json(orient='records', indent=1)))

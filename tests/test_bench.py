@@ -35,3 +35,24 @@ def test_data_size_subsets_only_the_training_split(tmp_path):
     assert len(read_split(data_size.subset_dir(data, tmp_path/'work', None, seed=42))) == len(full)
     with pytest.raises(SystemExit, match='more than the'):
         data_size.subset_dir(data, tmp_path/'work', 1000, seed=42)
+
+
+def test_recipe_cv_nested_folds_and_picked_alpha(tmp_path):
+    recipe_cv = load_bench('recipe_cv')
+    names = ['beagle', 'boxer']
+    make_fake_stanford(tmp_path/'src', names, n=20, layout='name')
+    data = prepare_data(tmp_path/'src', names, tmp_path/'processed', quiet=True)
+    full = read_split(data)
+    pool = set(full.path[full.split.isin(['train', 'val'])])
+    dirs = recipe_cv.fold_dirs(data, tmp_path/'work', 4, nested=True)
+    held = [set(read_split(d).query("split == 'test'").path) for d in dirs]
+    assert set().union(*held) == pool and sum(map(len, held)) == len(pool)  # every pooled image held out exactly once
+    for k,d in enumerate(dirs):
+        s = read_split(d)
+        assert set(s.path[s.split == 'val']) == held[(k + 1) % 4]  # the next fold picks the epoch
+        assert not set(s.path[s.split == 'train']) & (held[k] | held[(k + 1) % 4])
+        assert not set(s.path) - pool  # the test split is never read
+    assert recipe_cv.pick_alpha({0.5: 0.30, 0.9: 0.20, 1.0: 0.25}) == 0.9
+    assert recipe_cv.pick_alpha({0.5: 0.20, 1.0: 0.20}) == 1.0  # a tie goes to the fine-tuned end
+    rows = [dict(weights='alpha 0.9', path='a'), dict(weights='alpha 1', path='a'), dict(weights='zero-shot', path='a')]
+    assert recipe_cv.picked_rows(rows, 0.9) == [dict(weights='alpha picked on val', path='a', picked_alpha=0.9)]
