@@ -17,11 +17,16 @@ def load_bench(name):
     return mod
 
 
-def test_data_size_subsets_only_the_training_split(tmp_path):
-    data_size = load_bench('data_size')
+@pytest.fixture
+def data(tmp_path):
+    "A processed folder of two synthetic breeds, 20 images each."
     names = ['beagle', 'boxer']
     make_fake_stanford(tmp_path/'src', names, n=20, layout='name')
-    data = prepare_data(tmp_path/'src', names, tmp_path/'processed', quiet=True)
+    return prepare_data(tmp_path/'src', names, tmp_path/'processed', quiet=True)
+
+
+def test_data_size_subsets_only_the_training_split(data, tmp_path):
+    data_size = load_bench('data_size')
     full = read_split(data)
     d = data_size.subset_dir(data, tmp_path/'work', 3, seed=42)
     sub = read_split(d)
@@ -37,11 +42,8 @@ def test_data_size_subsets_only_the_training_split(tmp_path):
         data_size.subset_dir(data, tmp_path/'work', 1000, seed=42)
 
 
-def test_recipe_cv_nested_folds_and_picked_alpha(tmp_path):
+def test_recipe_cv_nested_folds_and_picked_alpha(data, tmp_path):
     recipe_cv = load_bench('recipe_cv')
-    names = ['beagle', 'boxer']
-    make_fake_stanford(tmp_path/'src', names, n=20, layout='name')
-    data = prepare_data(tmp_path/'src', names, tmp_path/'processed', quiet=True)
     full = read_split(data)
     pool = set(full.path[full.split.isin(['train', 'val'])])
     dirs = recipe_cv.fold_dirs(data, tmp_path/'work', 4, nested=True)
