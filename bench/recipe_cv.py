@@ -122,16 +122,18 @@ def picked_rows(rows:list[dict], alpha:float)->list[dict]:
     return [r | dict(weights='alpha picked on val', picked_alpha=alpha) for r in rows if r['weights'] == f'alpha {alpha:g}']
 
 
-def val_log_loss(d:Path, net, weights:dict, cache:Path)->dict:
-    "Log loss on the fold's validation split (nested: the fold that picked the best epoch) of each state dict in `weights` (alpha → weights), cached in `cache`."
-    if cache.exists(): return {float(r.alpha): r.val_nll for r in pd.read_csv(cache).itertuples()}
+def image_nll(probs:torch.Tensor, targs:torch.Tensor)->torch.Tensor:
+    "Each row's negative log probability of its target."
+    return -probs[torch.arange(len(targs)), targs].clamp_min(1e-12).log()
+
+
+def val_log_loss(d:Path, net, weights:dict)->dict:
+    "Log loss on the fold's validation split (nested: the fold that picked the best epoch) of each state dict in `weights` (alpha → weights)."
     dl = get_test_dl(d, model_data_config(net), split='val', verbose=False)
     out = {}
     for a,sd in weights.items():
         net.load_state_dict(sd)
-        probs,targs = predict_probs(net, dl)
-        out[a] = float(-probs[torch.arange(len(targs)), targs].clamp_min(1e-12).log().mean())
-    atomic_write(cache, lambda f: pd.DataFrame(dict(alpha=list(out), val_nll=list(out.values()))).to_csv(f, index=False))
+        out[a] = float(image_nll(*predict_probs(net, dl)).mean())
     return out
 
 
@@ -144,8 +146,8 @@ def heldout_rows(d:Path, net, weights:dict, tta:bool, **cols)->list[dict]:
         net.load_state_dict(sd)
         for flip in (False, True) if tta else (False,):
             probs,targs = predict_probs(net, dl, flip=flip)
-            rows += [cols | dict(weights=name + (' + flip' if flip else ''), path=p, target=int(t), pred=int(pr.argmax()),
-                                 nll=float(-pr[t].clamp_min(1e-12).log())) for p,t,pr in zip(paths, targs, probs)]
+            rows += [cols | dict(weights=name + (' + flip' if flip else ''), path=p, target=int(t), pred=int(pr.argmax()), nll=float(n))
+                     for p,t,pr,n in zip(paths, targs, probs, image_nll(probs, targs))]
     return rows
 
 
@@ -157,21 +159,25 @@ def fold_predictions(d:Path, strategy:str, variant:str, seed:int, alphas, tta:bo
     m = train_run(c, quiet=True)
     tag = hashlib.sha256(run_paths(c)['metrics'].read_bytes() + repr(list(alphas)).encode() + (b' flip' if tta else b'')).hexdigest()[:12]
     cache = out/'oof'/f"{run_paths(c)['metrics'].stem}_{tag}.csv"  # this run's predictions, for these alphas
+    val_cache = cache.with_name(cache.stem + '_val.csv')  # its validation log loss per alpha
     rows = pd.read_csv(cache).assign(train_seconds=m['train_seconds']).to_dict('records') if cache.exists() else None
-    if rows and not pick: return rows
-    net = imagenet_zero_shot(MODEL, m['class_names'], 'auto')
-    zs = {k: v.clone() for k,v in net.state_dict().items()}
-    start = (torch.load(run_paths(warm_start_config(c))['best'], map_location='cpu', weights_only=False)['state_dict']
-             if c.warm_start and strategy != 'freeze' else zs)
-    tuned = torch.load(run_paths(c)['best'], map_location='cpu', weights_only=False)['state_dict']
-    mixes = {a: interpolate(start, tuned, a) for a in alphas}
-    if rows is None:
-        rows = heldout_rows(d, net, {'zero-shot': zs} | {f'alpha {a:g}': sd for a,sd in mixes.items()}, tta,
-                            fold=d.name, strategy=strategy, recipe=variant, seed=seed, train_seconds=m['train_seconds'])
+    val = {float(r.alpha): r.val_nll for r in pd.read_csv(val_cache).itertuples()} if pick and val_cache.exists() else None
+    if rows is None or (pick and val is None):  # something to predict: build the weights
+        net = imagenet_zero_shot(MODEL, m['class_names'], 'auto')
+        zs = {k: v.clone() for k,v in net.state_dict().items()}
+        start = (torch.load(run_paths(warm_start_config(c))['best'], map_location='cpu', weights_only=False)['state_dict']
+                 if c.warm_start and strategy != 'freeze' else zs)
+        tuned = torch.load(run_paths(c)['best'], map_location='cpu', weights_only=False)['state_dict']
+        mixes = {a: interpolate(start, tuned, a) for a in alphas}
         cache.parent.mkdir(exist_ok=True)
-        atomic_write(cache, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
-    if not pick: return rows
-    return rows + picked_rows(rows, pick_alpha(val_log_loss(d, net, mixes, cache.with_name(cache.stem + '_val.csv'))))
+        if rows is None:
+            rows = heldout_rows(d, net, {'zero-shot': zs} | {f'alpha {a:g}': sd for a,sd in mixes.items()}, tta,
+                                fold=d.name, strategy=strategy, recipe=variant, seed=seed, train_seconds=m['train_seconds'])
+            atomic_write(cache, lambda f: pd.DataFrame(rows).to_csv(f, index=False))
+        if pick and val is None:
+            val = val_log_loss(d, net, mixes)
+            atomic_write(val_cache, lambda f: pd.DataFrame(dict(alpha=list(val), val_nll=list(val.values()))).to_csv(f, index=False))
+    return rows + (picked_rows(rows, pick_alpha(val)) if pick else [])
 
 
 def summary(df:pd.DataFrame)->pd.DataFrame:

@@ -1,8 +1,9 @@
 "Checks of the benchmark scripts' own logic (their measurements are in bench/results)."
-import importlib.util, sys
+import importlib.util, math, sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dogft.data import make_fake_stanford, prepare_data, read_split
 
@@ -58,3 +59,5 @@ def test_recipe_cv_nested_folds_and_picked_alpha(data, tmp_path):
     assert recipe_cv.pick_alpha({0.5: 0.20, 1.0: 0.20}) == 1.0  # a tie goes to the fine-tuned end
     rows = [dict(weights='alpha 0.9', path='a'), dict(weights='alpha 1', path='a'), dict(weights='zero-shot', path='a')]
     assert recipe_cv.picked_rows(rows, 0.9) == [dict(weights='alpha picked on val', path='a', picked_alpha=0.9)]
+    nll = recipe_cv.image_nll(torch.tensor([[0.5, 0.5], [0.9, 0.1], [1.0, 0.0]]), torch.tensor([0, 1, 1]))
+    assert torch.allclose(nll, torch.tensor([math.log(2), -math.log(0.1), -math.log(1e-12)]))  # a zero probability is clamped, not infinite
