@@ -18,23 +18,25 @@ from fastcore.script import call_parse, is_cli, store_true
 from .data import DogftError, atomic_write, dogft_home, make_image, run_name
 
 # %% auto #0
-__all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'SHORT_COLUMNS', 'write_text', 'save_fig', 'check_metrics',
-           'make_metrics', 'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs', 'strategy_rank',
-           'wilson_interval', 't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs', 'overfitting',
-           'group_runs', 'pretrained', 'n_correct', 'best_config', 'best_run', 'compare_configs', 'comparison_verdict',
-           'summarize_config', 'comparison_table', 'format_table', 'markdown_table', 'short_table', 'describe',
-           'which_to_pick', 'confused_pairs', 'summed_confusion', 'classification_reports', 'plot_curves',
-           'plot_confusion', 'plot_table', 'image_path', 'plot_gallery', 'write_reports', 'comparison_markdown',
-           'analyze', 'nested_studies', 'dogft_analyze']
+__all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'SHORT_COLUMNS', 'GALLERY_RUN', 'write_text', 'save_fig',
+           'check_metrics', 'make_metrics', 'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs',
+           'strategy_rank', 'wilson_interval', 't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs',
+           'overfitting', 'group_runs', 'pretrained', 'n_correct', 'best_config', 'best_run', 'compare_configs',
+           'comparison_verdict', 'summarize_config', 'comparison_table', 'format_table', 'markdown_table',
+           'short_table', 'describe', 'which_to_pick', 'confused_pairs', 'summed_confusion', 'classification_reports',
+           'plot_curves', 'plot_confusion', 'plot_table', 'image_path', 'misclassified', 'plot_gallery', 'gallery_run',
+           'write_gallery', 'write_reports', 'comparison_markdown', 'analyze', 'nested_studies', 'dogft_analyze']
 
 # %% ../nbs/04_analysis.ipynb #a9496c09
 def write_text(path:Path, text:str)->Path:
     "Write `text` to `path` atomically."
     return atomic_write(path, lambda p: p.write_text(text))
 
-def save_fig(fig, path:Path)->Path:
+def save_fig(fig, path:Path, # a matplotlib figure, and where its PNG goes
+             metadata:dict|None=None # PNG text chunks to store with it
+            )->Path:
     "Save a matplotlib figure as PNG, atomically."
-    return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=110, bbox_inches='tight'))
+    return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=110, bbox_inches='tight', metadata=metadata))
 
 # %% ../nbs/04_analysis.ipynb #680a23d1
 _NUM = (int, float)
@@ -590,6 +592,10 @@ def image_path(m:dict, # a run's metrics
     cands = ([Path(d)/p] if d else []) + [Path(out_dir or dogft_home())/'data'/'processed'/p]
     return next((c for c in cands if c.exists()), cands[0])
 
+def misclassified(m:dict)->list[dict]:
+    "The `test_predictions` entries run `m` gets wrong, in file order."
+    return [p for p in m['test_predictions'] if p['true'] != p['predicted']]
+
 def plot_gallery(m:dict, # the run whose mistakes to show
                  out_dir=None, # analysis root, for `image_path`
                  max_images:int=24, # at most this many tiles
@@ -597,7 +603,7 @@ def plot_gallery(m:dict, # the run whose mistakes to show
                 ):
     "Thumbnails of the test images run `m` gets wrong, titled true → predicted."
     from PIL import Image
-    wrong = [p for p in m['test_predictions'] if p['true'] != p['predicted']]
+    wrong = misclassified(m)
     if not wrong:
         fig = _figure(6, 1.2)
         fig.text(0.5, 0.5, f'{run_label(m)} classifies every one of its {len(m["test_predictions"])} test images correctly',
@@ -621,6 +627,29 @@ def plot_gallery(m:dict, # the run whose mistakes to show
     fig.suptitle(f'{run_label(m)}: {len(wrong)} of {len(m["test_predictions"])} test images wrong{more} — true → predicted', fontsize=9)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/04_analysis.ipynb #a751b382
+GALLERY_RUN = 'dogft-run'  # the PNG text chunk naming the run a gallery shows
+
+def gallery_run(path:Path # a gallery PNG
+               )->str|None: # the run it shows, None if unknown or unreadable
+    "The run a gallery written by `write_gallery` shows."
+    from PIL import Image
+    try:
+        with Image.open(path) as im: return im.text.get(GALLERY_RUN)
+    except OSError: return None
+
+def write_gallery(m:dict, # the run whose mistakes to show
+                  path:Path, # where the PNG goes
+                  out_dir=None # analysis root, for `image_path`
+                 )->Path:
+    "Draw run `m`'s gallery to `path`, unless none of its images is on disk and `path` already shows `m`: then keep it."
+    wrong,run = misclassified(m),run_label(m)
+    if wrong and not any(image_path(m, p['path'], out_dir).exists() for p in wrong) and gallery_run(path) == run:
+        print(f"dogft-analyze: kept {path}, which shows {run}: none of its misclassified test images is on this machine "
+              f"(prepare the data with dogft-data to draw it again)", file=sys.stderr)
+        return path
+    return save_fig(plot_gallery(m, out_dir), path, metadata={GALLERY_RUN: run})
 
 # %% ../nbs/04_analysis.ipynb #7079150d
 def write_reports(runs:list[dict], out:Path)->dict[str, Path]:
@@ -670,7 +699,7 @@ def analyze(out_dir=None, # root of `results/` (and `data/processed` for the gal
         stem = f'{model}_{label_slug(strategy)}_confusion_matrix'
         files[stem] = save_fig(plot_confusion(rs), plots/f'{stem}.png')
     br = best_run(groups[best])
-    files['misclassified_gallery'] = save_fig(plot_gallery(br, out), plots/'misclassified_gallery.png')
+    files['misclassified_gallery'] = write_gallery(br, plots/'misclassified_gallery.png', out)
     files |= write_reports(runs, out)
     summary = describe(df, best, tests, skipped, alpha)
     if not quiet:
