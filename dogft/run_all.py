@@ -197,6 +197,11 @@ def fmt_seconds(s:float|None)->str:
     s = int(round(s)); h, r = divmod(s, 3600); m, s = divmod(r, 60)
     return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
 
+def _test_acc(m:dict)->str:
+    "A finished run's test accuracy, for the progress lines."
+    a = m.get('test_acc')
+    return f'test accuracy {a:.1%}' if isinstance(a, (int, float)) else 'no test accuracy'
+
 def _eta(durations:dict, # seconds of the finished runs, by kind (model, strategy)
          left:list # the kind of each run still to do
         )->float|None: # seconds; None while nothing has finished
@@ -266,7 +271,7 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
         path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
         if done is not None:
             rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
-            print(f"{tag}: finished before, skipped (test_acc {done.get('test_acc')})")
+            print(f"{tag}: finished before, skipped ({_test_acc(done)})")
             continue
         print(f"{tag}: running — elapsed {fmt_seconds(time.monotonic()-t0)}, left ~{fmt_seconds(_eta(durations, queue))}", flush=True)
         rec = execute_run(nb, path, p)
@@ -275,7 +280,7 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
         if rec['status'] == 'ran' and metrics is None:
             rec.update(status='failed', error='the notebook finished but wrote no metrics for this configuration')
         rows.append(_row(p['model'], p['strategy'], p['seed'], rec['status'], metrics, rec))
-        what = f"test_acc {metrics.get('test_acc')}" if metrics else f"FAILED at cell {rec['cell']}: {rec['error']}"
+        what = _test_acc(metrics) if metrics else f"FAILED at cell {rec['cell']}: {rec['error']}"
         print(f"{tag}: {rec['status']} in {fmt_seconds(rec['seconds'])} ({what}) — elapsed {fmt_seconds(time.monotonic()-t0)}, "
               f"left ~{fmt_seconds(_eta(durations, queue))}", flush=True)
     df = summary_table(rows)
