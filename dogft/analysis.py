@@ -1,4 +1,4 @@
-"""Compare every run honestly: curves, a table with confidence intervals and paired tests, confusion matrices, classification reports, the most confused breeds and the images the best run gets wrong.
+"""Compare every run honestly: curves, a table with confidence intervals and paired tests, confusion matrices, classification reports, the most confused breeds, and the one model to ship with the photos it gets wrong.
 
 Docs: https://dogft.github.io/dogft/analysis.html.md"""
 
@@ -6,32 +6,32 @@ Docs: https://dogft.github.io/dogft/analysis.html.md"""
 
 # %% ../nbs/04_analysis.ipynb #416fbda9
 from __future__ import annotations
-import json, math, os, sys, tempfile, zlib
+import json, math, sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from sklearn.metrics import classification_report, f1_score
-from fastcore.script import call_parse, is_cli, store_true
+from fastcore.script import call_parse, store_true
 
-from .data import DogftError, atomic_write, dogft_home, make_image, run_name
+from .core import DogftError, atomic_write, console_script, dogft_home, run_name
 
 # %% auto #0
 __all__ = ['REQUIRED', 'OPTIONAL', 'HISTORY_KEYS', 'STRATEGY_ORDER', 'SHORT_COLUMNS', 'GALLERY_RUN', 'write_text', 'save_fig',
-           'check_metrics', 'make_metrics', 'recipe_of', 'config_label', 'label_slug', 'run_label', 'load_runs',
-           'strategy_rank', 'wilson_interval', 't_interval', 'mcnemar_exact', 'paired_correct', 'seed_pairs',
-           'overfitting', 'group_runs', 'pretrained', 'n_correct', 'best_config', 'best_run', 'compare_configs',
+           'check_metrics', 'recipe_of', 'pretrained', 'random_init', 'config_label', 'label_slug', 'run_label',
+           'strategy_rank', 'load_runs', 'wilson_interval', 't_interval', 'mcnemar_exact', 'paired_correct',
+           'seed_pairs', 'overfitting', 'group_runs', 'n_correct', 'model_to_ship', 'compare_configs',
            'comparison_verdict', 'summarize_config', 'comparison_table', 'format_table', 'markdown_table',
-           'short_table', 'describe', 'which_to_pick', 'confused_pairs', 'summed_confusion', 'classification_reports',
-           'plot_curves', 'plot_confusion', 'plot_table', 'image_path', 'misclassified', 'plot_gallery', 'gallery_run',
-           'write_gallery', 'write_reports', 'comparison_markdown', 'analyze', 'nested_studies', 'dogft_analyze']
+           'short_table', 'describe', 'what_training_buys', 'confused_pairs', 'summed_confusion',
+           'classification_reports', 'plot_curves', 'plot_confusion', 'plot_table', 'image_path', 'misclassified',
+           'plot_gallery', 'gallery_run', 'keep_gallery', 'write_gallery', 'write_reports', 'comparison_markdown',
+           'analyze', 'nested_studies', 'dogft_analyze']
 
 # %% ../nbs/04_analysis.ipynb #a9496c09
 def write_text(path:Path, text:str)->Path:
     "Write `text` to `path` atomically."
     return atomic_write(path, lambda p: p.write_text(text))
 
+# %% ../nbs/04_analysis.ipynb #109bb69f
 def save_fig(fig, path:Path, # a matplotlib figure, and where its PNG goes
              metadata:dict|None=None # PNG text chunks to store with it
             )->Path:
@@ -75,87 +75,47 @@ def check_metrics(m # a parsed metrics file
     if m['strategy'] != 'zero-shot' and m.get('best_val_acc') is None: bad.append('missing best_val_acc')
     return bad
 
-# %% ../nbs/04_analysis.ipynb #cd5e7c55
-def _softmax(x): e = np.exp(x - x.max(1, keepdims=True)); return e/e.sum(1, keepdims=True)
-
-def make_metrics(out_dir:Path, # root: writes `results/metrics/{model}_{strategy}_s{seed}_results.json`
-                 model:str='efficientnet_lite0', # model name
-                 strategy:str='freeze', # strategy, or `zero-shot`
-                 seed:int=42, # run seed (zero-shot runs use 0)
-                 acc:float=0.95, # test accuracy to aim for (rounded to whole images)
-                 breeds=('beagle', 'boxer', 'german_shepherd', 'golden_retriever', 'toy_poodle'), # class names
-                 n_per_class:int=24, # test images per breed
-                 epochs:int=8, # epochs of history (0 for zero-shot)
-                 overfit:bool=False, # validation loss turns up after the middle while training loss keeps falling
-                 pretrained:bool=True, # `weights.pretrained`
-                 images:bool=False, # also write the test images under `out_dir/data/processed`
-                 recipe:str='dogft' # the run's recipe (`dogft.train.RECIPES`)
-                )->dict: # the metrics
-    "Write a synthetic metrics file like `dogft.train.train_run`'s, for examples and tests."
-    rng = np.random.default_rng([zlib.crc32(f'{model}/{strategy}'.encode()), seed])
-    names,n_cls = list(breeds),len(breeds)
-    true = np.repeat(np.arange(n_cls), n_per_class)
-    paths = [f'test/{names[t]}/{names[t]}_{i}.jpg' for i,t in enumerate(true)]
-    pred = true.copy()
-    wrong = rng.choice(len(true), size=len(true) - round(acc*len(true)), replace=False)
-    pred[wrong] = (true[wrong] + rng.choice([1, 1, 1, 2], size=len(wrong))) % n_cls  # mostly the "next" breed: a confused pair
-    logits = rng.normal(0, 1, (len(true), n_cls)); logits[np.arange(len(true)), pred] += 4
-    probs = _softmax(logits)
-    data_dir = Path(out_dir)/'data'/'processed'
-    if images:
-        for i,p in enumerate(paths):
-            (data_dir/p).parent.mkdir(parents=True, exist_ok=True)
-            (data_dir/p).write_bytes(make_image((64, 64), seed=int(true[i])*1000 + i))
-    zs = strategy == 'zero-shot'
-    ep = 0 if zs else epochs
-    t = np.arange(1, ep + 1)
-    tl = 1.2*np.exp(-t/3) + 0.05
-    vl = 1.0*np.exp(-t/3) + 0.15 + (np.clip(t - ep/2, 0, None)*0.08 if overfit else 0) + rng.normal(0, 0.005, ep)
-    va = np.clip(np.round((acc - 0.3*np.exp(-t/3) - (vl - (vl.min() if ep else 0))/4)*len(true))/len(true), 0, 1)  # whole validation images
-    history = [dict(epoch=int(e), train_loss=float(a), train_acc=float(1 - a/2), val_loss=float(b), val_acc=float(c),
-                    lr=1e-3, seconds=1.0) for e,a,b,c in zip(t, tl, vl, va)]
-    best = int(np.argmin(vl)) if ep else None
-    total = 3_377_413
-    trainable = {'zero-shot': 0, 'freeze': 6_405, 'partial': 1_923_589}.get(strategy, total)
-    cm = np.zeros((n_cls, n_cls), int); np.add.at(cm, (true, pred), 1)
-    rep = classification_report(true, pred, labels=range(n_cls), target_names=names, output_dict=True, zero_division=0)
-    m = dict(model=model, strategy=strategy, seed=0 if zs else seed, recipe=recipe,
-             config=dict(model=model, strategy=strategy, seed=0 if zs else seed, recipe=recipe, epochs=ep, data_dir=str(data_dir),
-                         weights='auto' if pretrained else 'none'),
-             device='cpu', precision='float32', params_total=total, params_trainable=trainable,
-             trainable_pct=round(100*trainable/total, 3), history=history, epochs_run=ep,
-             best_epoch=history[best]['epoch'] if ep else 0,
-             best_val_loss=float(vl[best]) if ep else 0.4, best_val_acc=history[best]['val_acc'] if ep else float(acc),
-             test_acc=float((pred == true).mean()), test_loss=float(-np.log(probs[np.arange(len(true)), true]).mean()),
-             macro_f1=float(f1_score(true, pred, average='macro')), class_names=names,
-             per_class={b: {k: rep[b][k] for k in ('precision', 'recall', 'f1-score', 'support')} for b in names},
-             confusion_matrix=cm.tolist(), n_images=dict(train=5*len(true), val=len(true), test=len(true)),
-             train_seconds=float(ep*1.0), training=dict(features='none'),
-             weights=dict(model=model, source='package' if pretrained else 'none', pretrained=pretrained),
-             test_predictions=[dict(path=p, true=names[a], predicted=names[b], probabilities=[round(float(x), 6) for x in pr])
-                               for p,a,b,pr in zip(paths, true, pred, probs)])
-    f = Path(out_dir)/'results'/'metrics'/f"{run_name(model, strategy, m['seed'], recipe)}_results.json"
-    write_text(f, json.dumps(m, indent=1))
-    return m
-
 # %% ../nbs/04_analysis.ipynb #2b7c970a
 def recipe_of(m:dict)->str:
     "The recipe a run was trained with (`dogft` when the file predates recipes)."
     return m.get('recipe') or (m.get('config') or {}).get('recipe') or 'dogft'
 
+# %% ../nbs/04_analysis.ipynb #1fd1523b
+def pretrained(m:dict)->bool|None:
+    "`weights.pretrained` of a run: True, False (random initialisation) or None (not recorded)."
+    return (m.get('weights') or {}).get('pretrained')
+
+# %% ../nbs/04_analysis.ipynb #d4c7361d
+def random_init(m:dict)->bool:
+    "Whether run `m` started from random weights: `weights.pretrained` is False, or its config asked for `weights='none'`."
+    return pretrained(m) is False or (m.get('config') or {}).get('weights') == 'none'
+
+# %% ../nbs/04_analysis.ipynb #6549460a
 def config_label(m:dict)->str:
-    "What the table calls a run's configuration: its strategy, and its recipe unless it is dogft's (`partial (seed recipe)`)."
-    r = recipe_of(m)
-    return m['strategy'] if r == 'dogft' or m['strategy'] == 'zero-shot' else f"{m['strategy']} ({r} recipe)"
+    "What the table calls a run's configuration: its strategy, with its recipe unless it is dogft's, and `random init` when it started from random weights."
+    tags = [f'{recipe_of(m)} recipe'] if recipe_of(m) != 'dogft' and m['strategy'] != 'zero-shot' else []
+    if random_init(m): tags.append('random init')
+    return f"{m['strategy']} ({', '.join(tags)})" if tags else m['strategy']
 
+# %% ../nbs/04_analysis.ipynb #11ad6d0c
 def label_slug(label:str)->str:
-    "A configuration label as a file-name part: `partial (seed recipe)` → `partial_seed-recipe`."
-    return label.replace(' (', '_').replace(' recipe)', '-recipe').replace(' ', '-')
+    "A configuration label as a file-name part: `partial (seed recipe)` → `partial_seed-recipe`, `freeze (random init)` → `freeze_random-init`."
+    return label.replace(' (', '_').replace(', ', '_').replace(')', '').replace(' ', '-')
 
+# %% ../nbs/04_analysis.ipynb #0c2b7f03
 def run_label(m:dict)->str:
     "A run's file stem: `{model}_{strategy}_s{seed}` (`{model}_{strategy}_{recipe}-recipe_s{seed}` for another recipe than dogft's)."
     return run_name(m['model'], m['strategy'], m['seed'], recipe_of(m))
 
+# %% ../nbs/04_analysis.ipynb #fb2d174e
+STRATEGY_ORDER = ('zero-shot', 'freeze', 'partial', 'full')
+
+def strategy_rank(s:str)->tuple:
+    "Sort key of a configuration label: zero-shot first, then freeze, partial, full (another recipe right after dogft's), then any other by name."
+    base = s.split(' (')[0]
+    return (STRATEGY_ORDER.index(base), s != base, s) if base in STRATEGY_ORDER else (len(STRATEGY_ORDER), True, s)
+
+# %% ../nbs/04_analysis.ipynb #8a2a87bf
 def load_runs(out_dir=None # root of `results/`; `None`: `dogft_home()`
              )->tuple[list[dict], list[tuple[str, str]]]: # (usable runs sorted by model, strategy, seed; (file, reason) of the skipped)
     "Read every `results/metrics/*_results.json`; schema-check each, skip and report broken files and duplicate runs."
@@ -172,26 +132,23 @@ def load_runs(out_dir=None # root of `results/`; `None`: `dogft_home()`
         runs.append(m)
     return sorted(runs, key=lambda m: (m['model'], strategy_rank(config_label(m)), m['seed'])),skipped
 
-STRATEGY_ORDER = ('zero-shot', 'freeze', 'partial', 'full')
-def strategy_rank(s:str)->tuple:
-    "Sort key of a configuration label: zero-shot first, then freeze, partial, full (another recipe right after dogft's), then any other by name."
-    base = s.split(' (')[0]
-    return (STRATEGY_ORDER.index(base), s != base, s) if base in STRATEGY_ORDER else (len(STRATEGY_ORDER), True, s)
-
 # %% ../nbs/04_analysis.ipynb #94614359
 def wilson_interval(k:int, # successes (correct test images)
                     n:int, # trials (test images)
                     conf:float=0.95 # confidence level
                    )->tuple[float, float]: # (low, high)
     "Wilson score interval for a binomial proportion `k/n` (scipy's `binomtest(...).proportion_ci`)."
+    from scipy import stats
     if n <= 0: return (math.nan, math.nan)
     ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=conf, method='wilson')
     return (float(ci.low), float(ci.high))
 
+# %% ../nbs/04_analysis.ipynb #fb00ee5e
 def t_interval(values, # one value per seed
                conf:float=0.95 # confidence level
               )->tuple[float, float, float]: # (mean, low, high); low and high are NaN for fewer than 2 values
     "Mean and Student-t confidence interval of the mean over seeds."
+    from scipy import stats
     v = np.asarray([x for x in values if x is not None], float)
     if len(v) == 0: return (math.nan, math.nan, math.nan)
     mean = float(v.mean())
@@ -204,12 +161,14 @@ def mcnemar_exact(correct_a, # per test image: is A right? (same order as `corre
                   correct_b # per test image: is B right?
                  )->dict: # n, a_only, b_only, p
     "McNemar's exact (binomial) test on paired correctness of two classifiers."
+    from scipy import stats
     a,b = np.asarray(correct_a, bool),np.asarray(correct_b, bool)
     if a.shape != b.shape: raise DogftError(f'paired predictions must have the same length: {a.shape} vs {b.shape}')
     a_only,b_only = int((a & ~b).sum()),int((~a & b).sum())
     p = 1.0 if a_only + b_only == 0 else float(stats.binomtest(min(a_only, b_only), a_only + b_only, 0.5).pvalue)
     return dict(n=int(len(a)), a_only=a_only, b_only=b_only, p=p)
 
+# %% ../nbs/04_analysis.ipynb #abdb47d9
 def paired_correct(run_a:dict, run_b:dict)->tuple[np.ndarray, np.ndarray]:
     "Correctness of two runs on the test images they share, paired by image path."
     pa = {p['path']: p['true'] == p['predicted'] for p in run_a['test_predictions']}
@@ -247,52 +206,57 @@ def group_runs(runs:list[dict])->dict[tuple[str, str], list[dict]]:
     for m in runs: g.setdefault((m['model'], config_label(m)), []).append(m)
     return {k: sorted(g[k], key=lambda m: m['seed']) for k in sorted(g, key=lambda k: (k[0], strategy_rank(k[1])))}
 
-def pretrained(m:dict)->bool|None:
-    "`weights.pretrained` of a run: True, False (random initialisation) or None (not recorded)."
-    return (m.get('weights') or {}).get('pretrained')
-
+# %% ../nbs/04_analysis.ipynb #afd81c1d
 def n_correct(m:dict)->int:
     "Test images the run gets right."
     return sum(p['true'] == p['predicted'] for p in m['test_predictions'])
 
+# %% ../nbs/04_analysis.ipynb #10d7d772
 def _mean(rs, k): v = [r.get(k) for r in rs if r.get(k) is not None]; return float(np.mean(v)) if v else math.nan
 
-def best_config(groups:dict)->tuple[str, str]:
-    "The (model, strategy) with the highest mean validation accuracy; ties: lower validation loss, then lower test loss."
-    ok = {k: rs for k,rs in groups.items() if not math.isnan(_mean(rs, 'best_val_acc'))}
-    if not ok: raise DogftError('no run has a validation accuracy to choose the best configuration by')
-    def key(k):
-        vl = _mean(ok[k], 'best_val_loss')
-        return (-round(_mean(ok[k], 'best_val_acc'), 9), math.inf if math.isnan(vl) else round(vl, 9), _mean(ok[k], 'test_loss'))
-    return min(ok, key=key)
+def _inf(x): return math.inf if x is None or math.isnan(x) else x
 
-def best_run(rs:list[dict])->dict:
-    "The run of a configuration with the highest validation accuracy (ties: lower validation loss, then seed)."
-    return min(rs, key=lambda m: (-(m.get('best_val_acc') or 0), m.get('best_val_loss') or 0, m['seed']))
+def model_to_ship(runs:list[dict] # metrics: `model`, `strategy`, `seed`, `best_val_acc`; `best_val_loss`, `params_trainable`, `recipe` if known
+                 )->dict|None: # run (its name), metrics (its dict), config (model, label), reason (one line); None: no trained run
+    "The one rule for the model to ship: among trained runs, the configuration with the highest mean validation accuracy over its seeds (ties: lower mean validation loss, then fewer trainable parameters), and in it the seed with the highest validation accuracy (then the lowest validation loss)."
+    groups = group_runs([m for m in runs if m['strategy'] != 'zero-shot' and m.get('best_val_acc') is not None])
+    if not groups: return None
+    def key(k): return (-round(_mean(groups[k], 'best_val_acc'), 9), _inf(round(_mean(groups[k], 'best_val_loss'), 9)), _inf(_mean(groups[k], 'params_trainable')))
+    ranked = sorted(groups, key=key)  # stable: a complete tie goes to the first in table order
+    k,rs = ranked[0],groups[ranked[0]]
+    m = min(rs, key=lambda m: (-m['best_val_acc'], _inf(m.get('best_val_loss')), m['seed']))
+    best = 'the only trained configuration, validation accuracy' if len(ranked) == 1 else 'the highest mean validation accuracy of the trained configurations,'
+    why = f"{k[0]} / {k[1]}: {best} {100*_mean(rs, 'best_val_acc'):.1f}%" + (f" over {len(rs)} seeds" if len(rs) > 1 else '')
+    if len(ranked) > 1 and key(ranked[1])[0] == key(k)[0]:
+        on = 'its lower validation loss' if key(ranked[1])[1] != key(k)[1] else 'fewer trainable parameters' if key(ranked[1])[2] != key(k)[2] else 'table order'
+        why += f", tied with {ranked[1][0]} / {ranked[1][1]} and chosen by {on}"
+    if len(rs) > 1: why += f"; seed {m['seed']} first of its {len(rs)} seeds on validation"
+    return dict(run=run_label(m), metrics=m, config=k, reason=why)
 
 # %% ../nbs/04_analysis.ipynb #df000045
 def compare_configs(groups:dict, # from `group_runs`
-                    best:tuple[str, str] # the reference configuration
-                   )->dict: # (model, strategy) → list of per-pair results (seed_best, seed_other, n, best_only, other_only, p)
-    "McNemar's exact test of the best configuration against each other one, seed pair by seed pair."
+                    ref:tuple[str, str] # the reference configuration (the model to ship's)
+                   )->dict: # (model, label) → list of per-pair results (seed_ref, seed_other, n, ref_only, other_only, p)
+    "McNemar's exact test of the reference configuration against each other one, seed pair by seed pair."
     res = {}
     for k,rs in groups.items():
-        if k == best: continue
-        A,B = {m['seed']: m for m in groups[best]},{m['seed']: m for m in rs}
+        if k == ref: continue
+        A,B = {m['seed']: m for m in groups[ref]},{m['seed']: m for m in rs}
         out = []
         for sa,sb in seed_pairs(list(A), list(B)):
             ca,cb = paired_correct(A[sa], B[sb])
             if len(ca) == 0: continue
             r = mcnemar_exact(ca, cb)
-            out.append(dict(seed_best=sa, seed_other=sb, n=r['n'], best_only=r['a_only'], other_only=r['b_only'], p=r['p'],
+            out.append(dict(seed_ref=sa, seed_other=sb, n=r['n'], ref_only=r['a_only'], other_only=r['b_only'], p=r['p'],
                             n_max=max(len(A[sa]['test_predictions']), len(B[sb]['test_predictions']))))
         res[k] = out
     return res
 
+# %% ../nbs/04_analysis.ipynb #c451ae6d
 def comparison_verdict(pairs:list[dict], # from `compare_configs`, for one configuration
                        alpha:float=0.05 # significance level
                       )->str: # e.g. `p = 0.125: not significant`
-    "A short verdict on the paired tests against the best configuration."
+    "A short verdict on the paired tests against the reference configuration."
     if not pairs: return 'no shared test images'
     sig = sum(r['p'] < alpha for r in pairs)
     ps = ', '.join(f"{r['p']:.3g}" for r in pairs)
@@ -308,7 +272,7 @@ def summarize_config(rs:list[dict], # the runs of one model × strategy
     "Aggregate the seeds of one configuration: means, intervals, parameters, time, overfitting flags."
     m0,n_test = rs[0],len(rs[0]['test_predictions'])
     row = dict(model=m0['model'], strategy=config_label(m0), n_seeds=len(rs), seeds=','.join(str(m['seed']) for m in rs),
-               pretrained=pretrained(m0) if len({pretrained(m) for m in rs}) == 1 else None, n_test=n_test,
+               pretrained=pretrained(m0) if len({pretrained(m) for m in rs}) == 1 else None, random_init=random_init(m0), n_test=n_test,
                n_train=(m0.get('n_images') or {}).get('train'))
     for k in ('best_val_acc', 'test_acc', 'macro_f1', 'test_loss'):
         mean,lo,hi = t_interval([m.get(k) for m in rs], conf)
@@ -330,12 +294,13 @@ def summarize_config(rs:list[dict], # the runs of one model × strategy
 # %% ../nbs/04_analysis.ipynb #822f84b3
 def comparison_table(runs:list[dict], # usable runs, from `load_runs`
                      alpha:float=0.05 # significance level of the paired tests
-                    )->tuple[pd.DataFrame, tuple, dict]: # (numeric table, best configuration, paired tests)
-    "One numeric row per model × strategy, a zero-shot row per model, McNemar's test against the best configuration."
+                    )->tuple[pd.DataFrame, dict|None, dict]: # (numeric table, the model to ship, paired tests)
+    "One numeric row per configuration, a zero-shot row per model, McNemar's test of each against the model to ship's configuration."
     if not runs: raise DogftError('no usable metrics files to compare')
     groups = group_runs(runs)
-    best = best_config(groups)
-    tests = compare_configs(groups, best)
+    ship = model_to_ship(runs)
+    ref = ship['config'] if ship else None
+    tests = compare_configs(groups, ref) if ref else {}
     rows = []
     for model in dict.fromkeys(k[0] for k in groups):
         if (model, 'zero-shot') not in groups:
@@ -344,24 +309,27 @@ def comparison_table(runs:list[dict], # usable runs, from `load_runs`
             if k[0] != model: continue
             r = summarize_config(rs)
             notes = []
-            if k == best: r['vs_best'],r['mcnemar_p'] = 'best (reference)',math.nan
+            if ref is None: r['vs_reference'],r['mcnemar_p'] = 'no trained run to compare with',math.nan
+            elif k == ref: r['vs_reference'],r['mcnemar_p'] = 'reference: the model to ship',math.nan
             else:
-                r['vs_best'] = comparison_verdict(tests[k], alpha)
+                r['vs_reference'] = comparison_verdict(tests[k], alpha)
                 r['mcnemar_p'] = min((t['p'] for t in tests[k]), default=math.nan)
-            if r['pretrained'] is False: notes.append('NOT PRETRAINED (random initial weights)')
+            if r['random_init']: notes.append('NOT PRETRAINED (random initial weights)')
             elif r['pretrained'] is None: notes.append('pretrained weights not recorded')
             if r['overfit_runs']: notes.append(f"overfitting: val loss rose while train loss fell (seed {r['overfit_seeds']})")
             r['note'] = '; '.join(notes)
             rows.append(r)
     df = pd.DataFrame(rows)
-    df.insert(2, 'best', [(m, s) == best for m,s in zip(df.model, df.strategy)])
+    df.insert(2, 'reference', [(m, s) == ref for m,s in zip(df.model, df.strategy)])
     for c in ('n_seeds', 'n_test', 'params_total', 'params_trainable', 'overfit_runs'):  # counts stay integers next to empty rows
         if c in df: df[c] = df[c].astype('Int64')
-    return df,best,tests
+    return df,ship,tests
 
 # %% ../nbs/04_analysis.ipynb #1bfa400a
 def _pct(x, d=1): return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{100*x:.{d}f}%'
+
 def _num(x, f='{:.3f}'): return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f.format(x)
+
 def _count(n): return '–' if n is None or (isinstance(n, float) and math.isnan(n)) else \
     (f'{n/1e6:.2f}M' if n >= 1e6 else f'{n/1e3:.1f}k' if n >= 1e3 else f'{int(n)}')
 
@@ -381,7 +349,7 @@ def format_table(df:pd.DataFrame # from `comparison_table`
     for r in df.to_dict('records'):
         empty = not r.get('n_seeds')
         wt = '–' if empty else {True: 'pretrained', False: '**random init**', None: 'unknown'}[r.get('pretrained')]
-        out.append({'model': r['model'], 'strategy': r['strategy'] + (' ★' if r.get('best') else ''),
+        out.append({'model': r['model'], 'strategy': r['strategy'] + (' ★' if r.get('reference') else ''),
                     'seeds': '–' if empty else f"{r['n_seeds']} ({r['seeds']})", 'weights': wt,
                     'best val acc': '–' if empty else _ci(r, 'best_val_acc'),
                     'test acc (95% CI)': '–' if empty else _ci(r, 'test_acc'),
@@ -393,10 +361,11 @@ def format_table(df:pd.DataFrame # from `comparison_table`
                     'epochs': '–' if empty else _num(r['epochs_run'], '{:.3g}'),
                     'train time': '–' if empty else _num(r['train_seconds'], '{:.0f} s'),
                     'overfitting': '–' if empty else (f"{r['overfit_runs']}/{r['n_seeds']} runs" if r['overfit_runs'] else 'no'),
-                    'vs best (McNemar)': '–' if empty else r['vs_best'],
+                    'vs ★ (McNemar)': '–' if empty else r['vs_reference'],
                     'note': r.get('note') or ''})
     return pd.DataFrame(out)
 
+# %% ../nbs/04_analysis.ipynb #6a713355
 def markdown_table(df:pd.DataFrame)->str:
     "A GitHub-flavoured markdown table of a frame of strings (no `tabulate` needed)."
     esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
@@ -414,86 +383,80 @@ def short_table(table:pd.DataFrame # from `format_table`
 # %% ../nbs/04_analysis.ipynb #e0d4d55b
 def _name(k): return f'{k[0]} / {k[1]}'
 
+_FREEZE_RANDOM = ("Freeze on a random backbone cannot learn: it trains only the new head, on features of layers that were never trained; "
+                  "start from pretrained weights (`--weights auto`) or train the whole network (`full`).")
+
 def describe(df:pd.DataFrame, # numeric table from `comparison_table`
-             best:tuple, # best configuration
+             ship:dict|None, # the model to ship, from `comparison_table`
              tests:dict, # paired tests from `comparison_table`
              skipped:list=(), # (file, reason) of skipped metrics files
-             alpha:float=0.05 # significance level
+             alpha:float=0.05, # significance level
+             methods:bool=True # end with how the intervals and tests were made
             )->str: # markdown bullet points
-    "Short prose stating what the table shows, computed from its numbers."
+    "Short prose stating what the table shows, computed from its numbers: the model to ship first."
     rows = {(r['model'], r['strategy']): r for r in df.to_dict('records') if r.get('n_seeds')}
-    b = rows[best]
-    lines = [f"- **Best configuration** (highest mean validation accuracy, {_pct(b['best_val_acc'])}): **{_name(best)}**, "
-             f"test accuracy {_ci(b, 'test_acc')} ({b['interval']}), macro-F1 {_num(b['macro_f1'])}, "
-             f"{_pct(b['trainable_pct']/100, 2)} of {_count(b['params_total'])} parameters trained."]
+    if ship is None: lines = ["- **No trained run yet, so no model to ship** (a zero-shot head is measured, not trained): train with `dogft-train` or `dogft-run-all`."]
+    else:
+        ref = ship['config']; b = rows[ref]
+        lines = [f"- **Model to ship: {ship['run']}** ({ship['reason']}); `dogft-export` exports it. Test accuracy of its configuration "
+                 f"(reported, never used to choose): {_ci(b, 'test_acc')} ({b['interval']}), macro-F1 {_num(b['macro_f1'])}, "
+                 f"{_pct(b['trainable_pct']/100, 2)} of {_count(b['params_total'])} parameters trained."]
     same = [k for k in tests if tests[k] and all(t['p'] >= alpha for t in tests[k])]
-    diff = [k for k in tests if tests[k] and any(t['p'] < alpha for t in tests[k])]
-    for k in diff:
+    for k in [k for k in tests if tests[k] and any(t['p'] < alpha for t in tests[k])]:
         r,ts = rows[k],tests[k]
-        lines.append(f"- {_name(k)}: test accuracy {_pct(r['test_acc'])}, {100*(r['test_acc'] - b['test_acc']):+.1f} points against the best; "
-                     f"McNemar {comparison_verdict(ts, alpha)} — the best is right on {sum(t['best_only'] for t in ts)} and "
+        lines.append(f"- {_name(k)}: test accuracy {_pct(r['test_acc'])}, {100*(r['test_acc'] - b['test_acc']):+.1f} points against the model to ship's; "
+                     f"McNemar {comparison_verdict(ts, alpha)} — {_name(ref)} is right on {sum(t['ref_only'] for t in ts)} and "
                      f"{_name(k)} on {sum(t['other_only'] for t in ts)} of the images where they disagree"
                      + (' (summed over seed pairs).' if len(ts) > 1 else '.'))
     if same:
-        lines.append(f"- **Not significantly different from the best** (McNemar's exact test, every p ≥ {alpha}): "
+        lines.append(f"- **Not significantly different from the model to ship** (McNemar's exact test, every p ≥ {alpha}): "
                      + '; '.join(f"{_name(k)} ({_pct(rows[k]['test_acc'])}, {100*(rows[k]['test_acc'] - b['test_acc']):+.1f} points, "
                                  f"p = {', '.join(format(t['p'], '.3g') for t in tests[k])})" for k in same)
                      + f". On {b['n_test']} test images these differences are within chance: the test set cannot rank them.")
-    for model in dict.fromkeys(k[0] for k in rows):
-        z = rows.get((model, 'zero-shot'))
-        tuned = [k for k in rows if k[0] == model and k[1] != 'zero-shot']
-        if z is None: lines.append(f"- **{model}: no zero-shot metrics file**, so how much fine-tuning helps this model is not measured.")
-        elif tuned:
-            top = max(tuned, key=lambda k: rows[k]['test_acc'])
-            lines.append(f"- {model} zero-shot (ImageNet head, no training): test accuracy {_pct(z['test_acc'])}; "
-                         f"the best fine-tuned {model} ({top[1]}) reaches {_pct(rows[top]['test_acc'])}, "
-                         f"{100*(rows[top]['test_acc'] - z['test_acc']):+.1f} points.")
     if of := [k for k,r in rows.items() if r['overfit_runs']]:
         lines.append('- **Overfitting** (validation loss rose from its minimum while training loss fell; reported numbers are from the best epoch): '
                      + ', '.join(f"{_name(k)} ({rows[k]['overfit_runs']} of {rows[k]['n_seeds']} runs)" for k in of) + '.')
-    if rnd := [k for k,r in rows.items() if r['pretrained'] is False]:
-        lines.append('- **Trained from random weights (not pretrained)**: ' + ', '.join(map(_name, rnd)) + '.')
-    seeds = sorted({r['n_seeds'] for r in rows.values()})
-    lines.append(f"- Intervals: one seed — Wilson {95}% on the test accuracy; several seeds — t-interval over seeds "
-                 f"(seeds per configuration here: {', '.join(map(str, seeds))}). Paired tests compare runs seed by seed on the seeds two "
-                 "configurations share (a single run against each seed of the other), one test per pair, never pooled; "
-                 f"p-values are per test, not corrected for the {sum(len(t) for t in tests.values())} tests made.")
+    if rnd := [k for k,r in rows.items() if r['random_init']]:
+        lines.append('- **Trained from random weights, not pretrained**: ' + ', '.join(map(_name, rnd)) + '.'
+                     + (' ' + _FREEZE_RANDOM if any(k[1].startswith('freeze') for k in rnd) else ''))
+    if methods:
+        seeds = sorted({r['n_seeds'] for r in rows.values()})
+        lines.append(f"- Intervals: one seed — Wilson {95}% on the test accuracy; several seeds — t-interval over seeds "
+                     f"(seeds per configuration here: {', '.join(map(str, seeds))}). Paired tests compare runs seed by seed on the seeds two "
+                     "configurations share (a single run against each seed of the other), one test per pair, never pooled; "
+                     f"p-values are per test, not corrected for the {sum(len(t) for t in tests.values())} tests made.")
     if skipped: lines.append(f"- **Skipped {len(skipped)} metrics file(s)**: " + '; '.join(f'`{f}` ({why})' for f,why in skipped) + '.')
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/04_analysis.ipynb #654ae3cf
-def which_to_pick(df:pd.DataFrame, # numeric table from `comparison_table`
-                  best:tuple, # best configuration
-                  tests:dict, # paired tests from `comparison_table`
-                  alpha:float=0.05 # significance level
-                 )->str: # markdown bullet points
-    "Measured advice: the cheapest trained configuration the test set cannot tell from the best, and whether training pays."
+def what_training_buys(df:pd.DataFrame, # numeric table from `comparison_table`
+                       ship:dict|None, # the model to ship
+                       tests:dict, # paired tests from `comparison_table`
+                       alpha:float=0.05 # significance level
+                      )->str: # markdown bullet points
+    "Each model's zero-shot head (ImageNet, no training) against its trained configurations and the model to ship."
     rows = {(r['model'], r['strategy']): r for r in df.to_dict('records') if r.get('n_seeds')}
-    tied = [k for k in rows if k == best or (tests.get(k) and all(t['p'] >= alpha for t in tests[k]))]
-    trained = [k for k in tied if k[1] != 'zero-shot']
-    if not trained: return ''
-    pick,b = min(trained, key=lambda k: (rows[k]['train_seconds'], -rows[k]['test_acc'])),rows[best]
-    r = rows[pick]
-    cost = '' if pick == best or not r['train_seconds'] else f", {b['train_seconds']/r['train_seconds']:.1f}× less than the best's {b['train_seconds']:.0f} s"
-    why = ('the best configuration, and no cheaper trained one is within chance of it' if pick == best else
-           f"the cheapest trained configuration that the paired tests cannot tell from the best ({_name(best)})")
-    lines = [f"- **Pick {_name(pick)}**: {why}: test accuracy {_ci(r, 'test_acc')}, {r['train_seconds']:.0f} s of training{cost}, "
-             f"{_pct(r['trainable_pct']/100, 2)} of the parameters trained."]
-    for model in dict.fromkeys(k[0] for k in rows):
-        z = rows.get((model, 'zero-shot'))
-        if z is None: continue
-        n = f" on {int(r['n_train'])} training images" if r.get('n_train') else ''
-        if (model, 'zero-shot') in tied:
-            lines.append(f"- The zero-shot ImageNet head of {model} ({_pct(z['test_acc'])}) is itself within chance of the best{n}: "
-                         "every Stanford Dogs breed is an ImageNet class, so the backbone was already trained to tell these breeds apart, "
-                         "and this test set cannot confirm that fine-tuning adds to it.")
-        below = [k for k in rows if k[0] == model and k[1] != 'zero-shot' and rows[k]['test_acc'] < z['test_acc']]
-        if below: lines.append(f"- Below {model}'s zero-shot head ({_pct(z['test_acc'])}) on mean test accuracy: "
-                               + ', '.join(f"{k[1]} ({_pct(rows[k]['test_acc'])}, "
-                                           + ('within chance of the best' if k in tied else 'significantly below the best') + ')' for k in below)
-                               + ' — on these images, training them bought nothing over not training at all.')
-    return '\n'.join(lines) + '\n'
-
+    ref = ship['config'] if ship else None
+    tied = {k for k in rows if k == ref or (tests.get(k) and all(t['p'] >= alpha for t in tests[k]))}
+    lines = []
+    for model in dict.fromkeys(df.model):
+        z,tuned = rows.get((model, 'zero-shot')),[k for k in rows if k[0] == model and k[1] != 'zero-shot']
+        if not tuned: continue
+        if z is None:
+            lines.append(f"- **{model}: no zero-shot metrics file**, so how much fine-tuning helps this model is not measured."); continue
+        top = max(tuned, key=lambda k: rows[k]['test_acc'])
+        lines.append(f"- {model} zero-shot (ImageNet head, no training): test accuracy {_pct(z['test_acc'])}; its trained configurations reach "
+                     f"up to {_pct(rows[top]['test_acc'])} ({top[1]}), {100*(rows[top]['test_acc'] - z['test_acc']):+.1f} points.")
+        if ref and (model, 'zero-shot') in tied:
+            n = f" on {int(rows[ref]['n_train'])} training images" if rows[ref].get('n_train') else ''
+            lines.append(f"- The zero-shot head of {model} is within chance of the model to ship{n}: every Stanford Dogs breed is an ImageNet class, "
+                         "so the backbone was already trained to tell these breeds apart, and this test set cannot confirm that fine-tuning adds to it.")
+        if below := [k for k in tuned if rows[k]['test_acc'] < z['test_acc']]:
+            lines.append(f"- Below {model}'s zero-shot head on mean test accuracy: "
+                         + ', '.join(f"{k[1]} ({_pct(rows[k]['test_acc'])}, " + ('within chance of the model to ship' if k in tied else
+                                     'significantly below the model to ship') + ')' for k in below)
+                         + ' — on these images, training them bought nothing over not training at all.')
+    return '\n'.join(lines) + '\n' if lines else ''
 
 # %% ../nbs/04_analysis.ipynb #827d6950
 def confused_pairs(cm, # confusion matrix, rows true, columns predicted
@@ -505,13 +468,16 @@ def confused_pairs(cm, # confusion matrix, rows true, columns predicted
     cells = [(class_names[i], class_names[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
     return sorted(cells, key=lambda c: (-c[2], c[0], c[1]))[:top]
 
+# %% ../nbs/04_analysis.ipynb #99a8b026
 def summed_confusion(rs:list[dict])->np.ndarray:
     "The confusion matrices of a configuration's seeds, summed."
     return np.sum([np.asarray(m['confusion_matrix']) for m in rs], axis=0)
 
+# %% ../nbs/04_analysis.ipynb #3de64cf1
 def classification_reports(m:dict # a run's metrics
                           )->tuple[str, dict]: # (text report, dict report)
     "sklearn's classification report of a run's test predictions, as text and as a dict."
+    from sklearn.metrics import classification_report
     y = [p['true'] for p in m['test_predictions']]; yh = [p['predicted'] for p in m['test_predictions']]
     kw = dict(labels=m['class_names'], zero_division=0, digits=3)
     return classification_report(y, yh, **kw),classification_report(y, yh, output_dict=True, **kw)
@@ -546,6 +512,7 @@ def plot_curves(groups:dict # from `group_runs`
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04_analysis.ipynb #6eb10712
 def plot_confusion(rs:list[dict] # the runs of one model × strategy
                   ):
     "The test confusion matrix of a configuration, summed over its seeds."
@@ -560,7 +527,9 @@ def plot_confusion(rs:list[dict] # the runs of one model × strategy
     fig.tight_layout()
     return fig
 
-def plot_table(table:pd.DataFrame # formatted, from `format_table`
+# %% ../nbs/04_analysis.ipynb #799e2ffd
+def plot_table(table:pd.DataFrame, # formatted, from `format_table`
+               title:str|None=None # a line above the table
               ):
     "The formatted comparison table as an image."
     cols = [c for c in table.columns if c != 'note']
@@ -576,6 +545,7 @@ def plot_table(table:pd.DataFrame # formatted, from `format_table`
                  else '#e2f0e2' if '★' in r['strategy'] else None
         if colour:
             for j in range(len(cols)): t[i, j].set_facecolor(colour)
+    if title: ax.set_title(title, fontsize=8)
     notes = [f"{r['model']} / {r['strategy']}: {r['note']}" for r in table.to_dict('records') if r['note']]
     if notes: fig.text(0.01, 0.01, '\n'.join(notes), fontsize=7, va='bottom')
     return fig
@@ -592,10 +562,12 @@ def image_path(m:dict, # a run's metrics
     cands = ([Path(d)/p] if d else []) + [Path(out_dir or dogft_home())/'data'/'processed'/p]
     return next((c for c in cands if c.exists()), cands[0])
 
+# %% ../nbs/04_analysis.ipynb #220830c2
 def misclassified(m:dict)->list[dict]:
     "The `test_predictions` entries run `m` gets wrong, in file order."
     return [p for p in m['test_predictions'] if p['true'] != p['predicted']]
 
+# %% ../nbs/04_analysis.ipynb #fb4a5770
 def plot_gallery(m:dict, # the run whose mistakes to show
                  out_dir=None, # analysis root, for `image_path`
                  max_images:int=24, # at most this many tiles
@@ -603,10 +575,10 @@ def plot_gallery(m:dict, # the run whose mistakes to show
                 ):
     "Thumbnails of the test images run `m` gets wrong, titled true → predicted."
     from PIL import Image
-    wrong = misclassified(m)
+    wrong,title = misclassified(m),run_label(m) + (' (random init)' if random_init(m) else '')
     if not wrong:
         fig = _figure(6, 1.2)
-        fig.text(0.5, 0.5, f'{run_label(m)} classifies every one of its {len(m["test_predictions"])} test images correctly',
+        fig.text(0.5, 0.5, f'{title} classifies every one of its {len(m["test_predictions"])} test images correctly',
                  ha='center', va='center'); return fig
     shown = wrong[:max_images]
     nc = min(ncols, len(shown)); nr = math.ceil(len(shown)/nc)
@@ -624,7 +596,7 @@ def plot_gallery(m:dict, # the run whose mistakes to show
         ax.set_xticks([]); ax.set_yticks([])
     for ax in axs[len(shown):]: ax.axis('off')
     more = f' (first {len(shown)} of {len(wrong)})' if len(wrong) > len(shown) else ''
-    fig.suptitle(f'{run_label(m)}: {len(wrong)} of {len(m["test_predictions"])} test images wrong{more} — true → predicted', fontsize=9)
+    fig.suptitle(f'{title}: {len(wrong)} of {len(m["test_predictions"])} test images wrong{more} — true → predicted', fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -639,17 +611,23 @@ def gallery_run(path:Path # a gallery PNG
         with Image.open(path) as im: return im.text.get(GALLERY_RUN)
     except OSError: return None
 
+# %% ../nbs/04_analysis.ipynb #945ba025
+def keep_gallery(m:dict, # the run whose mistakes to show
+                 path:Path, # its gallery PNG
+                 out_dir=None # analysis root, for `image_path`
+                )->bool:
+    "Whether to keep the gallery at `path` rather than draw it: it shows run `m` already, and none of `m`'s misclassified test images is on this machine."
+    wrong = misclassified(m)
+    return bool(wrong) and not any(image_path(m, p['path'], out_dir).exists() for p in wrong) and gallery_run(path) == run_label(m)
+
+# %% ../nbs/04_analysis.ipynb #911c6537
 def write_gallery(m:dict, # the run whose mistakes to show
                   path:Path, # where the PNG goes
                   out_dir=None # analysis root, for `image_path`
                  )->Path:
-    "Draw run `m`'s gallery to `path`, unless none of its images is on disk and `path` already shows `m`: then keep it."
-    wrong,run = misclassified(m),run_label(m)
-    if wrong and not any(image_path(m, p['path'], out_dir).exists() for p in wrong) and gallery_run(path) == run:
-        print(f"dogft-analyze: kept {path}, which shows {run}: none of its misclassified test images is on this machine "
-              f"(prepare the data with dogft-data to draw it again)", file=sys.stderr)
-        return path
-    return save_fig(plot_gallery(m, out_dir), path, metadata={GALLERY_RUN: run})
+    "Draw run `m`'s gallery to `path`, unless `keep_gallery` says to keep the one there."
+    if keep_gallery(m, path, out_dir): return Path(path)
+    return save_fig(plot_gallery(m, out_dir), path, metadata={GALLERY_RUN: run_label(m)})
 
 # %% ../nbs/04_analysis.ipynb #7079150d
 def write_reports(runs:list[dict], out:Path)->dict[str, Path]:
@@ -663,23 +641,31 @@ def write_reports(runs:list[dict], out:Path)->dict[str, Path]:
         files[f'{run_label(m)}_report_json'] = write_text(stem.with_suffix('.json'), json.dumps(d, indent=1))
     return files
 
-def comparison_markdown(df, table, best, tests, groups, skipped, alpha=0.05)->str:
+# %% ../nbs/04_analysis.ipynb #072addda
+def comparison_markdown(df, table, ship, tests, groups, skipped, alpha=0.05)->str:
     "The whole `results/comparison.md`: prose, table, legend, most confused pairs."
-    md = ['# Comparison of runs', '', describe(df, best, tests, skipped, alpha), '## Which one to pick', '',
-          which_to_pick(df, best, tests, alpha), '## The table', '', markdown_table(table),
-          '★ best configuration. Several seeds: mean ± half-width of the 95% t-interval over seeds (the CSV has the bounds, '
-          'clipped to [0, 1]); one seed: value, and for test accuracy [95% Wilson interval]; `CI` says which. '
-          '`vs best`: McNemar exact test against ★ on the same test images, one test per seed pair.', '',
+    buys = what_training_buys(df, ship, tests, alpha)
+    md = ['# Comparison of runs', '', describe(df, ship, tests, skipped, alpha)] + (['## What training buys', '', buys] if buys else []) + \
+         ['## The table', '', markdown_table(table),
+          "★ the configuration of the model to ship, the reference of the paired tests. Several seeds: mean ± half-width of the 95% t-interval "
+          "over seeds (the CSV has the bounds, clipped to [0, 1]); one seed: value, and for test accuracy [95% Wilson interval]; `CI` says which. "
+          "`vs ★`: McNemar exact test against ★ on the same test images, one test per seed pair. *random init*: trained from random weights.", '',
           '## Most confused breed pairs (true → predicted, test images, seeds summed)', '']
     for k,rs in groups.items():
         pairs = confused_pairs(summed_confusion(rs), rs[0]['class_names'])
         md.append(f"- {_name(k)}: " + (', '.join(f'{t} → {p} ({n})' for t,p,n in pairs) if pairs else 'no mistakes'))
     return '\n'.join(md) + '\n'
 
-def analyze(out_dir=None, # root of `results/` (and `data/processed` for the gallery); `None`: `dogft_home()`
+# %% ../nbs/04_analysis.ipynb #5ba045bb
+def _shown(p:Path)->str:
+    "`p` relative to the current directory when inside it, else absolute."
+    p = Path(p).absolute()
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
+
+def analyze(out_dir=None, # a home: `results/metrics` in, `results/` out (and `data/processed` for the gallery); `None`: `dogft_home()`
             alpha:float=0.05, # significance level of the paired tests
-            quiet:bool=True # print a summary and the files written
-           )->dict: # table, formatted, best, best_run, tests, summary, runs, skipped, files
+            quiet:bool=True # print the summary, a short table and where the files went
+           )->dict: # table, formatted, ship, tests, summary, runs, skipped, files, kept (the gallery kept, or None)
     "Compare every run under `out_dir/results/metrics` and write the table, plots and reports."
     out = Path(out_dir or dogft_home())
     runs,skipped = load_runs(out)
@@ -688,48 +674,51 @@ def analyze(out_dir=None, # root of `results/` (and `data/processed` for the gal
         raise DogftError(f"no usable metrics files in {out/'results'/'metrics'}" + (f' ({len(skipped)} skipped)' if skipped else '')
                          + ': train first (dogft-train or dogft-run-all)')
     groups = group_runs(runs)
-    df,best,tests = comparison_table(runs, alpha)
+    df,ship,tests = comparison_table(runs, alpha)
     table = format_table(df)
     plots,files = out/'results'/'plots',{}
     files['comparison_csv'] = atomic_write(out/'results'/'comparison.csv', lambda p: df.to_csv(p, index=False))
-    files['comparison_md'] = write_text(out/'results'/'comparison.md', comparison_markdown(df, table, best, tests, groups, skipped, alpha))
-    files['comparison_table'] = save_fig(plot_table(table), plots/'comparison_table.png')
+    files['comparison_md'] = write_text(out/'results'/'comparison.md', comparison_markdown(df, table, ship, tests, groups, skipped, alpha))
+    files['comparison_table'] = save_fig(plot_table(table, f"★ the model to ship: {ship['run']}" if ship else None), plots/'comparison_table.png')
     files['training_curves'] = save_fig(plot_curves(groups), plots/'training_curves.png')
-    for (model, strategy),rs in groups.items():
-        stem = f'{model}_{label_slug(strategy)}_confusion_matrix'
+    for (model, label),rs in groups.items():
+        stem = f'{model}_{label_slug(label)}_confusion_matrix'
         files[stem] = save_fig(plot_confusion(rs), plots/f'{stem}.png')
-    br = best_run(groups[best])
-    files['misclassified_gallery'] = write_gallery(br, plots/'misclassified_gallery.png', out)
+    shown = ship['metrics'] if ship else runs[0]  # nothing trained: the first zero-shot run's mistakes
+    kept = keep_gallery(shown, plots/'misclassified_gallery.png', out)
+    files['misclassified_gallery'] = write_gallery(shown, plots/'misclassified_gallery.png', out)
     files |= write_reports(runs, out)
-    summary = describe(df, best, tests, skipped, alpha)
+    summary = describe(df, ship, tests, skipped, alpha)
     if not quiet:
-        print(summary)
+        print((describe(df, ship, tests, (), alpha, methods=False) + what_training_buys(df, ship, tests, alpha)).replace('**', '').replace('`', ''))
         print(short_table(table))
-        print(f"dogft-analyze: {len(runs)} runs, {len(groups)} configurations; wrote {len(files)} files under {out/'results'}")
-    return dict(table=df, formatted=table, best=best, best_run=run_label(br), tests=tests, summary=summary,
-                runs=runs, skipped=skipped, files=files)
+        print(f"dogft-analyze: {len(runs)} runs in {len(groups)} configurations (★ the model to ship's); wrote {len(files)} files in {_shown(out/'results')}/ "
+              "(start with comparison.md)")
+    return dict(table=df, formatted=table, ship=ship, tests=tests, summary=summary, runs=runs, skipped=skipped, files=files,
+                kept=files['misclassified_gallery'] if kept else None)
 
 # %% ../nbs/04_analysis.ipynb #56fb1b2b
 def nested_studies(out_dir=None # root of `results/`; `None`: `dogft_home()`
                   )->list[Path]: # each a `$DOGFT_HOME` of its own, by name
-    "Studies kept inside this one: folders `results/NAME/` with runs of their own (like `results/seven_breeds`)."
+    "Studies kept inside this home: folders `results/NAME/` with runs of their own, each a home (`results/NAME/results/metrics`)."
     root = Path(out_dir or dogft_home())/'results'
     return sorted(p for p in root.iterdir() if (p/'results'/'metrics').is_dir()) if root.is_dir() else []
 
+# %% ../nbs/04_analysis.ipynb #195036ed
 @call_parse
+@console_script
 def dogft_analyze(
-    out_dir:str=None, # root of results/ (default: $DOGFT_HOME, else the current directory)
+    out_dir:str=None, # the home to analyze: its results/metrics (default: $DOGFT_HOME, else the current directory)
     alpha:float=0.05, # significance level of the paired tests
-    no_studies:store_true=False, # leave out the studies nested under results/ (e.g. results/seven_breeds)
+    studies:store_true=False, # also analyze the studies nested under results/NAME/, each a home with runs of its own
 ):
-    "Compare all runs: training curves, comparison table with intervals and paired tests, confusion matrices, reports, gallery."
-    try:
-        res = analyze(out_dir, alpha=alpha, quiet=False)
-        for study in ([] if no_studies else nested_studies(out_dir)):
-            print(f"\n## The study in {study}\n")
-            analyze(study, alpha=alpha, quiet=False)
-        return res
-    except DogftError as e:
-        if not is_cli(dogft_analyze): raise
-        print(f'dogft-analyze: error: {e}', file=sys.stderr)
-        sys.exit(2)
+    "Compare the runs of a home and name the model to ship: curves, table with intervals and paired tests, confusion matrices, reports, gallery."
+    res = analyze(out_dir, alpha=alpha, quiet=False)
+    kept = [res['kept']]
+    for study in (nested_studies(out_dir) if studies else []):
+        print(f"\n## The study in {_shown(study)}\n")
+        kept.append(analyze(study, alpha=alpha, quiet=False)['kept'])
+    if kept := [_shown(p) for p in kept if p]:
+        print(f"dogft-analyze: kept {', '.join(kept)}: none of the misclassified test images shown is on this machine "
+              "(prepare the data with dogft-data to draw it again)", file=sys.stderr)
+    return res

@@ -14,17 +14,16 @@ from torch import nn
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.torch_core import TensorCategory
-from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['PooledHead', 'PreLogits', 'Features', 'model_pipeline', 'split_frozen', 'autocast_dtype', 'prefix_features',
            'FeatureDL', 'feature_dls']
 
 # %% ../nbs/02b_features.ipynb #2e71d973
-from .data import DogftError
+from .core import DogftError, progress
 from .strategies import bn_held
 
-# %% ../nbs/02b_features.ipynb #dea68d6f
+# %% ../nbs/02b_features.ipynb #bd4d780e
 class PooledHead(nn.Module):
     "The part of a timm model after `forward_head(x, pre_logits=True)`: dropout at the model's rate, then its classifier."
     def __init__(self, model:nn.Module # a timm classifier
@@ -33,11 +32,13 @@ class PooledHead(nn.Module):
         self.drop_rate,self.classifier = float(getattr(model, 'drop_rate', 0.) or 0.),model.get_classifier()
     def forward(self, x): return self.classifier(F.dropout(x, self.drop_rate, self.training))
 
+# %% ../nbs/02b_features.ipynb #59efe94b
 class PreLogits(nn.Module):
     "A timm model's pooling (and any norm) before its classifier: `forward_head(x, pre_logits=True)`."
     def __init__(self, model:nn.Module): super().__init__(); self.model = [model]  # a list, so the model is not a submodule twice
     def forward(self, x): return self.model[0].forward_head(x, pre_logits=True)
 
+# %% ../nbs/02b_features.ipynb #e720a209
 class Features(nn.Module):
     "A timm model's `forward_features`, for architectures without a known stage layout."
     def __init__(self, model:nn.Module): super().__init__(); self.model = [model]
@@ -89,26 +90,34 @@ def autocast_dtype(device:torch.device, # where the model runs
     if precision == 'bf16' and not ok: raise DogftError(f"bf16 is not supported on this {dev}: use precision='fp32'")
     return torch.bfloat16 if ok else None
 
-# %% ../nbs/02b_features.ipynb #f981a9ea
+# %% ../nbs/02b_features.ipynb #265dac16
+def _pass_batches(dls:list):
+    "`(i, batch)` for every batch of each loader `dls[i]`, in turn."
+    for i,dl in enumerate(dls):
+        for b in dl: yield i,b
+
 @torch.no_grad()
+def _prefix_passes(prefix:nn.Module, dls:list, precision:str, desc:str, quiet:bool)->list[tuple[torch.Tensor, torch.Tensor]]:
+    "Run `prefix` over each loader of `dls` under one progress line; `(features, labels)` per loader."
+    dev = dls[0].device or torch.device('cpu')
+    prefix.eval().to(dev)
+    dt = autocast_dtype(dev, precision)
+    out = [([],[]) for _ in dls]
+    n = [getattr(dl, 'n', None) for dl in dls]
+    for i,(xb,yb) in progress(_pass_batches(dls), None if None in n else sum(n), desc, 'images', quiet=quiet, size=lambda b: len(b[1][1])):
+        with torch.autocast(dev.type, dtype=dt or torch.float32, enabled=dt is not None):
+            f = prefix(xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last) if xb.ndim == 4 else xb)
+        out[i][0].append(f.to(dt or torch.float32).cpu()); out[i][1].append(yb.as_subclass(torch.Tensor).cpu())
+    return [(torch.cat(f),torch.cat(l)) for f,l in out]
+
 def prefix_features(prefix:nn.Module, # frozen prefix from `split_frozen`
                     dl, # unshuffled fastai loader of normalised `(image, label)` batches
                     precision:str='auto', # autocast: `auto`, `bf16` or `fp32`
-                    desc:str='features', # progress bar label
-                    quiet:bool=False # no progress bar
+                    desc:str='computing features', # what the progress line says
+                    quiet:bool=False # no progress output
                    )->tuple[torch.Tensor, torch.Tensor]: # (features `[N,...]` on the CPU, labels `[N]`)
     "Run `prefix` once over `dl` in eval mode and collect its outputs and labels."
-    dev = dl.device or torch.device('cpu')
-    prefix.eval().to(dev)
-    dt = autocast_dtype(dev, precision)
-    feats,labels = [],[]
-    pb = dl if quiet else progress_bar(dl, leave=False)
-    if not quiet: pb.comment = desc
-    for xb,yb in pb:
-        with torch.autocast(dev.type, dtype=dt or torch.float32, enabled=dt is not None):
-            f = prefix(xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last) if xb.ndim == 4 else xb)
-        feats.append(f.to(dt or torch.float32).cpu()); labels.append(yb.as_subclass(torch.Tensor).cpu())
-    return torch.cat(feats),torch.cat(labels)
+    return _prefix_passes(prefix, [dl], precision, desc, quiet)[0]
 
 # %% ../nbs/02b_features.ipynb #3869352b
 class FeatureDL(DataLoader):
@@ -131,28 +140,31 @@ class FeatureDL(DataLoader):
         kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device) | kw
         return FeatureDL(self.feats, self.labels, **{k: kw[k] for k in ('bs', 'shuffle', 'drop_last', 'device')})
 
-# %% ../nbs/02b_features.ipynb #fc66f4db
+# %% ../nbs/02b_features.ipynb #c014b1c8
+def _caching_desc(dls:list, views:int)->str:
+    "What caching features of `dls` (training images first) does, for the progress line."
+    n = [getattr(dl, 'n', None) for dl in dls]
+    if None in n: return 'caching features'
+    rest = ' and '.join(f'{k:,} {w}' for k,w in zip(n[1:], ['validation', 'test', *[f'more ({j})' for j in range(2, len(n))]]))
+    return f"caching features of {n[0]:,} training images" + (f" × {views} views" if views > 1 else '') + (f", {rest} images" if rest else '')
+
 def feature_dls(prefix:nn.Module, # frozen prefix from `split_frozen`
                 dls:DataLoaders, # image loaders from `dogft.loaders.get_dls` (train, valid, test)
                 eval_train_dl, # the training images with evaluation preprocessing, unshuffled (`get_test_dl(split='train')`)
                 views:int=1, # cached views of each training image: 1 = the evaluation view only
                 seed:int=42, # seed of view choice and shuffling
                 precision:str='auto', # autocast for the prefix
-                quiet:bool=False # no progress bars
+                quiet:bool=False # no progress output
                )->DataLoaders: # (train, valid, test) loaders of prefix features
     "Loaders of `prefix`'s outputs for the images of `dls`: `views` cached views for training, one for valid and test."
-    tr,ytr = prefix_features(prefix, eval_train_dl, precision, 'train features (view 1)', quiet)
-    feats = [tr]
-    if views > 1:
-        aug = dls.train.new(shuffle=False, drop_last=False)
-        for v in range(1, views):
-            f,y = prefix_features(prefix, aug, precision, f'train features (view {v+1})', quiet)
-            if not torch.equal(y, ytr): raise DogftError("augmented and evaluation loaders list the training images in different orders")
-            feats.append(f)
-    out = [FeatureDL(torch.stack(feats), ytr, bs=dls.train.bs, shuffle=True, drop_last=False, seed=seed, device=dls.device)]
-    for dl in dls.loaders[1:]:
-        f,y = prefix_features(prefix, dl, precision, 'valid/test features', quiet)
-        out.append(FeatureDL(f[None], y, bs=dl.bs, device=dls.device))
+    aug = dls.train.new(shuffle=False, drop_last=False) if views > 1 else None
+    passes = [eval_train_dl, *[aug]*(views - 1), *dls.loaders[1:]]
+    res = _prefix_passes(prefix, passes, precision, _caching_desc([eval_train_dl, *dls.loaders[1:]], views), quiet)
+    (tr,ytr),rest = res[0],res[1:]
+    for f,y in rest[:views - 1]:
+        if not torch.equal(y, ytr): raise DogftError("augmented and evaluation loaders list the training images in different orders")
+    out = [FeatureDL(torch.stack([tr, *[f for f,_ in rest[:views - 1]]]), ytr, bs=dls.train.bs, shuffle=True, drop_last=False, seed=seed, device=dls.device)]
+    for dl,(f,y) in zip(dls.loaders[1:], rest[views - 1:]): out.append(FeatureDL(f[None], y, bs=dl.bs, device=dls.device))
     res = DataLoaders(*out, device=dls.device)
     res.vocab,res.c = dls.vocab,dls.c
     return res

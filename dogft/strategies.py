@@ -15,31 +15,31 @@ from fastcore.basics import even_mults
 from timm.layers import DropPath
 from timm.models._manipulate import group_parameters
 
-from .data import DogftError
+from .core import DogftError
 from .models import create_model, count_params, RandomInitWarning
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'BN_POLICIES', 'STRATEGY_DEFAULTS', 'check_strategy', 'strategy_defaults', 'classifier_names',
-           'stage_groups', 'dropping_blocks', 'bn_held', 'frozen_bn_layers', 'apply_strategy', 'strategy_splitter',
-           'strategy_info', 'trainable_modules', 'group_lrs', 'bn_state', 'describe_strategies']
+__all__ = ['STRATEGY_DEFAULTS', 'STRATEGIES', 'BN_POLICIES', 'check_strategy', 'strategy_defaults', 'classifier_names',
+           'stage_groups', 'bn_held', 'frozen_bn_layers', 'apply_strategy', 'strategy_splitter', 'strategy_info',
+           'trainable_modules', 'group_lrs', 'bn_state', 'dropping_blocks', 'describe_strategies']
 
 # %% ../nbs/02_strategies.ipynb #bcbea051
-STRATEGIES = ('freeze', 'partial', 'full')
-BN_POLICIES = ('eval', 'frozen', 'train')
-
 STRATEGY_DEFAULTS = pd.DataFrame([
     dict(strategy='freeze',  lr=1e-3, epochs=15, batch_size=32),
     dict(strategy='partial', lr=1e-4, epochs=15, batch_size=32),
     dict(strategy='full',    lr=1e-5, epochs=20, batch_size=32),
 ]).set_index('strategy')
 
-# %% ../nbs/02_strategies.ipynb #e221f100
+# %% ../nbs/02_strategies.ipynb #4cdcf260
+STRATEGIES = ('freeze', 'partial', 'full')
+
 def check_strategy(strategy:str)->str:
     "`strategy` if it is one of `STRATEGIES`, else a `DogftError` listing them."
     if strategy not in STRATEGIES:
         raise DogftError(f"Unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     return strategy
 
+# %% ../nbs/02_strategies.ipynb #45dc8db0
 def strategy_defaults(strategy:str, # `freeze`, `partial` or `full`
                       **overrides # lr, epochs, batch_size; a `None` value keeps the default
                      )->dict:
@@ -51,7 +51,7 @@ def strategy_defaults(strategy:str, # `freeze`, `partial` or `full`
     d.update({k: v for k, v in overrides.items() if v is not None})
     return d
 
-# %% ../nbs/02_strategies.ipynb #09ad8da6
+# %% ../nbs/02_strategies.ipynb #111996be
 def classifier_names(model:nn.Module)->list[str]:
     "Module names of `model`'s classifier (the head a new task replaces)."
     cfg = getattr(model, 'pretrained_cfg', None) or {}
@@ -65,6 +65,7 @@ def classifier_names(model:nn.Module)->list[str]:
     if not names: raise DogftError(f"Cannot find the classifier of {type(model).__name__}.")
     return names
 
+# %% ../nbs/02_strategies.ipynb #978ec94a
 def _compact(names:list[str], all_names:list[str])->list[str]:
     "The shortest module prefixes that cover exactly `names` among `all_names`, in order."
     chosen, sel = [], set(names)
@@ -78,7 +79,6 @@ def _compact(names:list[str], all_names:list[str])->list[str]:
                 break
     return chosen
 
-# %% ../nbs/02_strategies.ipynb #3206b882
 def stage_groups(model:nn.Module)->list[tuple[str, list[str]]]:
     "`model`'s parameter names grouped into ordered stages (stem, …, last stage) and a final head group, each with a label."
     names = [n for n, _ in model.named_parameters()]
@@ -98,12 +98,20 @@ def stage_groups(model:nn.Module)->list[tuple[str, list[str]]]:
     stages.append([n for n in names if is_head(n)])
     return [(', '.join(_compact(g, names)), g) for g in stages]
 
-# %% ../nbs/02_strategies.ipynb #0b4d9d3d
+# %% ../nbs/02_strategies.ipynb #42dc3827
 def _bn_eval_hook(module, args):
     "Forward pre-hook: run this BatchNorm layer in eval mode, whatever mode the model is in."
     module.training = False
 
+def bn_held(bn:nn.Module)->bool:
+    "Whether BatchNorm layer `bn` is held in eval mode by a BatchNorm policy."
+    return _bn_eval_hook in bn._forward_pre_hooks.values()
+
+# %% ../nbs/02_strategies.ipynb #1b4aa6ef
+BN_POLICIES = ('eval', 'frozen', 'train')
+
 def _bn_layers(model):
+    "`(name, layer)` for every BatchNorm layer of `model`."
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 def _is_frozen(model, name, bn):
@@ -111,26 +119,6 @@ def _is_frozen(model, name, bn):
     ps = list(bn.parameters())
     if not ps: ps = list(model.get_submodule(name.rpartition('.')[0]).parameters()) if '.' in name else []
     return bool(ps) and not any(p.requires_grad for p in ps)
-
-def _set_drop_path(model:nn.Module):
-    "Stochastic depth only where weights train: a timm `DropPath` in a block with no trainable parameter drops nothing."
-    for n, m in model.named_modules():
-        if not isinstance(m, DropPath): continue
-        m.dogft_drop_prob = getattr(m, 'dogft_drop_prob', m.drop_prob)  # the rate the model was built with
-        block = model.get_submodule(n.rpartition('.')[0]) if '.' in n else model
-        m.drop_prob = m.dogft_drop_prob if any(p.requires_grad for p in block.parameters()) else 0.
-
-def dropping_blocks(model:nn.Module)->list[str]:
-    "Names of the blocks whose stochastic depth (timm `DropPath`) is active: only blocks that train."
-    return [n.rpartition('.')[0] for n, m in model.named_modules() if isinstance(m, DropPath) and m.drop_prob > 0]
-
-def bn_held(bn:nn.Module)->bool:
-    "Whether BatchNorm layer `bn` is held in eval mode by a BatchNorm policy."
-    return _bn_eval_hook in bn._forward_pre_hooks.values()
-
-def frozen_bn_layers(model:nn.Module)->list[str]:
-    "Names of the BatchNorm layers held in eval mode: every one under `eval`, the frozen part's under `frozen`, none under `train`."
-    return [n for n, m in _bn_layers(model) if bn_held(m)]
 
 def _set_bn_policy(model:nn.Module, # a model whose frozen parameters have `requires_grad=False`
                   bn:str='eval' # `eval`, `frozen` or `train`
@@ -143,6 +131,19 @@ def _set_bn_policy(model:nn.Module, # a model whose frozen parameters have `requ
         if bn == 'eval' or (bn == 'frozen' and _is_frozen(model, n, m)):
             m.register_forward_pre_hook(_bn_eval_hook)
             m.training = False
+
+def _set_drop_path(model:nn.Module):
+    "Stochastic depth only where weights train: a timm `DropPath` in a block with no trainable parameter drops nothing."
+    for n, m in model.named_modules():
+        if not isinstance(m, DropPath): continue
+        m.dogft_drop_prob = getattr(m, 'dogft_drop_prob', m.drop_prob)  # the rate the model was built with
+        block = model.get_submodule(n.rpartition('.')[0]) if '.' in n else model
+        m.drop_prob = m.dogft_drop_prob if any(p.requires_grad for p in block.parameters()) else 0.
+
+# %% ../nbs/02_strategies.ipynb #f2ee7417
+def frozen_bn_layers(model:nn.Module)->list[str]:
+    "Names of the BatchNorm layers held in eval mode: every one under `eval`, the frozen part's under `frozen`, none under `train`."
+    return [n for n, m in _bn_layers(model) if bn_held(m)]
 
 # %% ../nbs/02_strategies.ipynb #13a8fd08
 def apply_strategy(model:nn.Module, # a timm model, e.g. from `create_model`
@@ -163,17 +164,19 @@ def apply_strategy(model:nn.Module, # a timm model, e.g. from `create_model`
                                 params_total=total, params_trainable=trainable)
     return strategy_splitter(model)
 
-# %% ../nbs/02_strategies.ipynb #54b5de58
+# %% ../nbs/02_strategies.ipynb #92e3e93f
 def strategy_splitter(model:nn.Module)->list[list[nn.Parameter]]:
     "The trainable parameters of `model` by stage, head last: a fastai `splitter`, or torch optimizer param groups."
     ps = dict(model.named_parameters())
     gs = [[ps[n] for n in g if ps[n].requires_grad] for _, g in stage_groups(model)]
     return [g for g in gs if g]
 
+# %% ../nbs/02_strategies.ipynb #75674de9
 def strategy_info(model:nn.Module)->dict|None:
     "The strategy applied to `model`: strategy, bn, trained groups, params_total, params_trainable."
     return getattr(model, 'dogft_strategy', None)
 
+# %% ../nbs/02_strategies.ipynb #5bb6684c
 def trainable_modules(model:nn.Module)->list[str]:
     "The shortest module names covering exactly `model`'s trainable parameters."
     names = [n for n, _ in model.named_parameters()]
@@ -192,6 +195,11 @@ def group_lrs(lr:float, # learning rate of the head (the last group)
 def bn_state(model:nn.Module)->dict:
     "A copy of the running statistics of every BatchNorm layer in `model`."
     return {f'{n}.{k}': v.clone() for n, m in _bn_layers(model) for k, v in m.named_buffers(recurse=False)}
+
+# %% ../nbs/02_strategies.ipynb #6b26d8e2
+def dropping_blocks(model:nn.Module)->list[str]:
+    "Names of the blocks whose stochastic depth (timm `DropPath`) is active: only blocks that train."
+    return [n.rpartition('.')[0] for n, m in model.named_modules() if isinstance(m, DropPath) and m.drop_prob > 0]
 
 # %% ../nbs/02_strategies.ipynb #fe98bba8
 def describe_strategies(model_name:str, # timm model name

@@ -5,9 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dogft.data import DogftError
-from dogft.analysis import (analyze, dogft_analyze, load_runs, make_metrics, mcnemar_exact, t_interval, wilson_interval,
-                            markdown_table, format_table, comparison_table, overfitting)
+from dogft.core import DogftError
+from dogft.testing import make_metrics
+from dogft.analysis import (analyze, dogft_analyze, load_runs, mcnemar_exact, t_interval, wilson_interval, markdown_table, format_table, comparison_table, overfitting,
+                            model_to_ship)
 
 BIN = Path(sys.executable).parent
 PNG = b'\x89PNG\r\n\x1a\n'
@@ -77,7 +78,7 @@ def test_broken_files_reported_not_fatal(study, result):
 def test_table_rows_and_intervals(result):
     df = pd.read_csv(result['files']['comparison_csv'])
     assert list(zip(df.model, df.strategy)) == [('efficientnet_lite0', 'zero-shot'), ('efficientnet_lite0', 'freeze'),
-        ('efficientnet_lite0', 'partial'), ('efficientnet_lite0', 'full'), ('resnet50', 'zero-shot'), ('resnet50', 'full')]
+        ('efficientnet_lite0', 'partial'), ('efficientnet_lite0', 'full'), ('resnet50', 'zero-shot'), ('resnet50', 'full (random init)')]
     r = df.set_index(['model', 'strategy'])
     three = r.loc[('efficientnet_lite0', 'partial')]
     accs = [m['test_acc'] for m in result['runs'] if m['strategy'] == 'partial']
@@ -87,27 +88,28 @@ def test_table_rows_and_intervals(result):
     one = r.loc[('efficientnet_lite0', 'freeze')]
     assert one.n_seeds == 1 and one.interval.startswith('Wilson')
     assert (one.test_acc_lo, one.test_acc_hi) == pytest.approx(wilson_interval(114, 120))
-    assert result['best'] == ('efficientnet_lite0', 'partial')
-    assert r.loc[('efficientnet_lite0', 'partial')].vs_best == 'best (reference)'
+    assert result['ship']['config'] == ('efficientnet_lite0', 'partial') and df.reference.sum() == 1 and r.loc[('efficientnet_lite0', 'partial')].reference
+    assert r.loc[('efficientnet_lite0', 'partial')].vs_reference == 'reference: the model to ship'
     assert r.loc[('efficientnet_lite0', 'full')].overfit_runs == 1
     assert r.loc[('efficientnet_lite0', 'freeze')].trainable_pct == pytest.approx(100*6405/3377413)
     # zero-shot rows: measured for lite0, stated as missing for resnet50
     assert r.loc[('efficientnet_lite0', 'zero-shot')].test_acc == pytest.approx(102/120)
     assert r.loc[('resnet50', 'zero-shot')].note == 'no zero-shot metrics file for this model'
 
-def test_mcnemar_against_best(result):
-    "The zero-shot run (seed 0) is paired with each of the best configuration's three seeds; freeze shares seed 42 only."
+def test_mcnemar_against_the_model_to_ship(result):
+    "The zero-shot run (seed 0) is paired with each of the shipped configuration's three seeds; freeze shares seed 42 only."
     t = result['tests']
-    assert [(x['seed_best'], x['seed_other']) for x in t[('efficientnet_lite0', 'zero-shot')]] == [(42, 0), (43, 0), (44, 0)]
-    assert [(x['seed_best'], x['seed_other']) for x in t[('efficientnet_lite0', 'freeze')]] == [(42, 42)]
+    assert [(x['seed_ref'], x['seed_other']) for x in t[('efficientnet_lite0', 'zero-shot')]] == [(42, 0), (43, 0), (44, 0)]
+    assert [(x['seed_ref'], x['seed_other']) for x in t[('efficientnet_lite0', 'freeze')]] == [(42, 42)]
     assert all(x['n'] == 120 for x in t[('efficientnet_lite0', 'freeze')])
     assert 'McNemar' in result['summary'] and ('not significant' in result['summary'] or 'Not significantly' in result['summary'])
 
 def test_not_pretrained_flagged(result):
     md = result['files']['comparison_md'].read_text()
-    row = next(l for l in md.splitlines() if l.startswith('| resnet50 | full'))
-    assert 'random init' in row and 'NOT PRETRAINED' in row
-    assert 'Trained from random weights' in result['summary']
+    row = next(l for l in md.splitlines() if l.startswith('| resnet50 | full (random init) |'))
+    assert 'NOT PRETRAINED' in row
+    assert 'Trained from random weights' in result['summary'] and 'resnet50 / full (random init)' in result['summary']
+    assert 'cannot learn' not in result['summary']  # said only for a frozen random backbone
 
 def test_markdown_table_parses(result):
     md = result['files']['comparison_md'].read_text()
@@ -123,7 +125,7 @@ def test_every_file_written(study, result):
     res = study/'results'
     pngs = ['training_curves.png', 'comparison_table.png', 'misclassified_gallery.png'] + \
            [f'efficientnet_lite0_{s}_confusion_matrix.png' for s in ('zero-shot', 'freeze', 'partial', 'full')] + \
-           ['resnet50_full_confusion_matrix.png']
+           ['resnet50_full_random-init_confusion_matrix.png']
     for n in pngs:
         f = res/'plots'/n
         assert f.read_bytes()[:8] == PNG and f.stat().st_size > 5_000, n
@@ -148,12 +150,15 @@ def test_python_call_raises(tmp_path):
 
 def test_python_call_returns(study):
     res = dogft_analyze(out_dir=str(study))
-    assert res['best'] == ('efficientnet_lite0', 'partial')
+    assert res['ship']['config'] == ('efficientnet_lite0', 'partial')
 
 def test_cli(study, tmp_path):
     ok = subprocess.run([BIN/'dogft-analyze', '--out-dir', str(study)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert 'Best configuration' in ok.stdout and 'skipped efficientnet_b0_full_s42_results.json' in ok.stderr
+    assert ok.stdout.startswith(f"- Model to ship: {analyze(study)['ship']['run']} (efficientnet_lite0 / partial: ")
+    assert 'skipped efficientnet_b0_full_s42_results.json' in ok.stderr
+    for word in ('Best', 'Pick', '<NA>', '**', 'Intervals:'): assert word not in ok.stdout, word  # for people: no markdown, no pandas frame
+    assert ok.stdout.rstrip().splitlines()[-1].startswith(f"dogft-analyze: 7 runs in 5 configurations (★ the model to ship's); wrote ")
     bad = subprocess.run([BIN/'dogft-analyze', '--out-dir', str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.startswith('dogft-analyze: error: no usable metrics files') and bad.stderr.count('\n') == 1
@@ -162,16 +167,64 @@ def test_cli(study, tmp_path):
 def test_env_home(study, monkeypatch):
     "Without --out-dir, $DOGFT_HOME is the root."
     monkeypatch.setenv('DOGFT_HOME', str(study))
-    assert analyze()['best'] == ('efficientnet_lite0', 'partial')
+    assert analyze()['ship']['config'] == ('efficientnet_lite0', 'partial')
 
 def test_zero_shot_only(tmp_path):
     "A folder with only a zero-shot file still gives a report (no curves to draw, no comparisons)."
     make_metrics(tmp_path, strategy='zero-shot', acc=0.9)
     res = analyze(tmp_path)
-    assert res['best'] == ('efficientnet_lite0', 'zero-shot') and res['tests'] == {}
+    assert res['ship'] is None and res['tests'] == {} and 'No trained run yet' in res['summary']
     assert res['files']['training_curves'].stat().st_size > 0
 
 def test_run_all_followup(study):
     "`dogft-run-all` calls `dogft_analyze(out_dir=...)` after a matrix: it returns normally."
     from dogft.run_all import run_followups
     assert run_followups(study, [('dogft.analysis', 'dogft_analyze')]) == {'dogft.analysis': 'done'}
+
+def test_model_to_ship_rule():
+    "Validation decides, never the test split: mean over seeds, then validation loss, then fewer trainable parameters; then the best seed."
+    fk = lambda st, va, vl, seed=42, pt=100, test_acc=0.5, **kw: dict(model='m', strategy=st, seed=seed, best_val_acc=va, best_val_loss=vl,
+                                                                      params_trainable=pt, test_acc=test_acc, **kw)
+    assert model_to_ship([fk('freeze', 0.9, 0.3, test_acc=1.0), fk('full', 0.95, 0.3, test_acc=0.1)])['run'] == 'm_full_s42'
+    assert model_to_ship([fk('zero-shot', 0.99, 0.1, seed=0), fk('freeze', 0.9, 0.3)])['run'] == 'm_freeze_s42'
+    assert model_to_ship([fk('full', 0.95, 0.2), fk('partial', 0.95, 0.3)])['config'] == ('m', 'full')
+    tie = model_to_ship([fk('full', 0.95, 0.3, pt=3_000_000), fk('freeze', 0.95, 0.3, pt=6_000)])
+    assert tie['run'] == 'm_freeze_s42' and 'fewer trainable parameters' in tie['reason']
+    seeds = [fk('partial', a, l, seed=s) for s,a,l in [(42, 0.95, 0.3), (43, 0.975, 0.25), (44, 0.975, 0.2)]]
+    assert model_to_ship(seeds + [fk('full', 0.96, 0.1)])['run'] == 'm_partial_s44'
+    rnd = fk('full', 0.99, 0.1, seed=7, weights=dict(pretrained=False))  # its own configuration, not averaged with the pretrained seeds
+    assert model_to_ship(seeds + [rnd])['config'] == ('m', 'full (random init)')
+    assert model_to_ship([fk('zero-shot', 0.9, 0.3)]) is None and model_to_ship([]) is None
+
+def test_random_init_freeze_is_explained(tmp_path):
+    "A frozen random backbone: every title and the text say random init, and the text says why it cannot learn."
+    from PIL import Image
+    make_metrics(tmp_path, strategy='zero-shot', acc=0.85)
+    make_metrics(tmp_path, strategy='freeze', seed=42, acc=0.95)
+    make_metrics(tmp_path, model='resnet50', strategy='freeze', seed=42, acc=0.3, pretrained=False)
+    res = analyze(tmp_path)
+    assert 'Freeze on a random backbone cannot learn' in res['summary']
+    assert 'resnet50 / freeze (random init)' in res['files']['comparison_md'].read_text()
+    assert res['files']['resnet50_freeze_random-init_confusion_matrix'].exists()
+    from dogft.analysis import plot_confusion, plot_curves, plot_gallery, group_runs
+    rnd = [m for m in res['runs'] if m['model'] == 'resnet50']
+    assert 'resnet50 / freeze (random init)' in plot_confusion(rnd).axes[0].get_title()
+    assert any('resnet50 / freeze (random init)' in ax.get_title() for ax in plot_curves(group_runs(res['runs'])).axes)
+    assert plot_gallery(rnd[0], tmp_path)._suptitle.get_text().startswith('resnet50_freeze_s42 (random init): ')
+
+def test_studies_only_when_asked(tmp_path):
+    "A study nested under results/NAME/ is analyzed with --studies only; the gallery note comes at most once."
+    import shutil
+    home = tmp_path/'home'
+    for s in (42, 43): make_metrics(home, strategy='partial', seed=s, acc=0.9, images=True)
+    nested = home/'results'/'poodles'
+    make_metrics(nested, strategy='freeze', seed=42, acc=0.8)
+    r = subprocess.run([BIN/'dogft-analyze', '--out-dir', str(home)], capture_output=True, text=True)
+    assert r.returncode == 0 and 'poodles' not in r.stdout and not (nested/'results'/'comparison.md').exists(), r.stderr
+    r = subprocess.run([BIN/'dogft-analyze', '--out-dir', str(home), '--studies'], capture_output=True, text=True)
+    assert r.returncode == 0 and '## The study in' in r.stdout and (nested/'results'/'comparison.md').exists(), r.stderr
+    assert 'dogft-data' not in r.stdout + r.stderr  # the home's photos are there (the study's gallery is drawn, grey)
+    shutil.rmtree(home/'data')  # now no photos at all, and both galleries on disk show their runs: both kept, said once
+    r = subprocess.run([BIN/'dogft-analyze', '--out-dir', str(home), '--studies'], capture_output=True, text=True)
+    assert r.returncode == 0 and (r.stdout + r.stderr).count('prepare the data with dogft-data') == 1, r.stderr
+    assert r.stderr.count('misclassified_gallery.png') == 2

@@ -6,8 +6,9 @@ from pathlib import Path
 import pandas as pd, pytest
 from PIL import Image
 
-from dogft.data import (DogftError, prepare_data, read_split, ensure_data, download, make_fake_stanford, make_image,
-                        shared_stanford_dogs, split_sizes, SPLITS, SPLIT_FRACS)
+from dogft.core import DogftError
+from dogft.testing import make_fake_stanford, make_image
+from dogft.data import prepare_data, read_split, ensure_data, download, shared_stanford_dogs, split_sizes, SPLITS, SPLIT_FRACS
 
 CLI = Path(sys.executable).parent/'dogft-data'
 

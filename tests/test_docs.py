@@ -1,5 +1,5 @@
 "The docs check (`tools/docs_check.py`): every page is processed by nbdev, renders, loads in headless Chromium with its title and figures, and shows no traceback."
-import os, struct, subprocess, sys
+import os, re, struct, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -15,7 +15,7 @@ def _png_size(p:Path)->tuple[int, int]:
 
 def test_quarto_markdown():
     "HTML-only rendering: markdown-only blocks go, other fenced divs are unwrapped, link attributes are dropped."
-    md = '::: {.content-visible when-format="markdown"}\n![](results/x.png)\n:::\nkept\n::: {.callout-note}\nnote\n:::\n[source](u){target="_blank"}'
+    md = '::: {.content-visible when-format="markdown"}\n![](examples/x.png)\n:::\nkept\n::: {.callout-note}\nnote\n:::\n[source](u){target="_blank"}'
     assert docs_check.quarto_markdown(md) == 'kept\nnote\n[source](u)'
 
 def test_quarto_cell():
@@ -29,8 +29,8 @@ def test_quarto_cell():
 def test_readme_for_markdown():
     "The README keeps Quarto's markdown-only blocks and drops HTML-only ones, like `quarto render -t gfm`."
     import make_readme
-    md = '::: {.content-visible when-format="markdown"}\n![shot](results/screenshots/home.png)\n:::\n\n::: {.content-visible when-format="html"}\nsite only\n:::\nend'
-    assert make_readme.for_markdown(md) == '![shot](results/screenshots/home.png)\n\nend'
+    md = '::: {.content-visible when-format="markdown"}\n![shot](examples/screenshots/home.png)\n:::\n\n::: {.content-visible when-format="html"}\nsite only\n:::\nend'
+    assert make_readme.for_markdown(md) == '![shot](examples/screenshots/home.png)\n\nend'
 
 def test_sidebar_lists_every_notebook():
     "`nbs/sidebar.yml` names every notebook once, and nothing else."
@@ -49,3 +49,33 @@ def test_docs_check(tmp_path):
     for name in docs_check.SCREENSHOTS:
         assert _png_size(shots/name) == (1280, 2000)
         assert (shots/name).stat().st_size > 50_000, f'{name} is nearly blank'
+
+# Rerun history belongs in CHANGELOG.md and git, not in the user's pages (issue 24): a commit hash (7 to 40 hex
+# digits with a letter and a digit, lower case as git writes them), a machine's load average, "measured again".
+HISTORY = re.compile(r'\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b|(?i:load average|measured again)')
+README_MAX_WORDS = 1300  # `wc -w README.md`; aim for about 1,200
+
+def history_in(md:str)->list[str]:
+    "Each match of `HISTORY` in `md`, with a little context."
+    return [md[max(0, m.start()-40):m.end()+40].replace('\n', ' ') for m in HISTORY.finditer(md)]
+
+def test_history_pattern():
+    "The pattern finds hashes and history phrases, not numbers, words or sha256 digests."
+    assert history_in('compare with commit 565299b') and history_in('Load average about 5') and history_in('rows measured again after')
+    assert not history_in('seed 42, 1234567 images, accede, n02088364-beagle, efficientnet-lite0-57934424.pth, DEADBEEF1')
+    assert not history_in('sha256 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db')
+
+def test_readme_length():
+    "README.md is a user's document: at most 1,300 words as `wc -w` counts them."
+    n = len((ROOT/'README.md').read_text().split())
+    assert n <= README_MAX_WORDS, f'README.md has {n} words (at most {README_MAX_WORDS}): edit nbs/index.ipynb, then `python tools/make_readme.py`'
+
+def test_no_rerun_history_in_docs():
+    "No commit hash, load average or 'measured again' in README.md or the markdown of any page but the Studies page."
+    from fastcore.nbio import read_nb
+    found = [f'README.md: …{h}…' for h in history_in((ROOT/'README.md').read_text())]
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        if nb.name == 'studies.ipynb': continue
+        for i,c in enumerate(read_nb(nb).cells):
+            if c.cell_type == 'markdown': found += [f'nbs/{nb.name}, cell {i}: …{h}…' for h in history_in(c.source)]
+    assert not found, 'rerun history belongs in CHANGELOG.md:\n' + '\n'.join(found)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dogft.data import make_fake_stanford, prepare_data, read_split, shared_stanford_dogs, DogftError
+from dogft.core import DogftError
+from dogft.testing import break_onnx, make_fake_run, make_fake_stanford
+from dogft.data import prepare_data, read_split, shared_stanford_dogs
 import dogft.export as ex
 from dogft.predict import Classifier, decode_metadata
 
@@ -24,7 +26,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp('tiny')
     breeds = ('beagle', 'boxer', 'toy_poodle')
     data = prepare_data(make_fake_stanford(root/'src', breeds, n=10, layout='name'), ','.join(breeds), root/'data'/'processed', quiet=True)
-    name = ex.make_fake_run(root, data, MODEL, 'freeze', 0)
+    name = make_fake_run(root, data, MODEL, 'freeze', 0)
     return root, data, name
 
 @pytest.fixture(scope='module')
@@ -43,6 +45,7 @@ def test_cli_export_writes_model_and_report(exported):
     f = root/'models'/f'best_model_{MODEL}.onnx'
     rep = json.loads((root/'models'/'export_report.json').read_text())
     assert rep['status'] == 'passed' and rep['run'] == name and 'PASSED' in r.stdout
+    assert r.stdout.startswith(f"dogft-export: exporting {name}: the model to ship (test_efficientnet / freeze: ") and r.stdout.count('model to ship') == 1
     assert rep['fp32']['file'] == str(f) and rep['fp32']['bytes'] == f.stat().st_size
     assert rep['opset'] == rep['fp32']['opset'] == ex.onnx_opset(f) == 17
     assert rep['fp32']['max_abs_logit_diff'] <= 1e-4 and rep['fp32']['top1_agreement'] == 1.0
@@ -70,7 +73,7 @@ def test_broken_export_fails_the_gate(tiny, tmp_path, monkeypatch):
     root = tmp_path/'root'
     shutil.copytree(tiny[0], root, symlinks=True)
     good = ex.simplify_onnx
-    monkeypatch.setattr(ex, 'simplify_onnx', lambda mp: ex.break_onnx(good(mp)))
+    monkeypatch.setattr(ex, 'simplify_onnx', lambda mp: break_onnx(good(mp)))
     with pytest.raises(ex.ExportGateError, match='parity gate') as e: ex.dogft_export(out_dir=str(root), repeats=1)
     assert e.value.report['status'] == 'failed' and e.value.report['fp32']['file'] is None
     assert not list((root/'models').glob('best_model_*')) and not list((root/'models').glob('.export-*'))
@@ -134,8 +137,28 @@ def test_predict_json_good_and_bad_files(exported, tmp_path):
     errs = {Path(l['path']).name: l['error'] for l in lines if 'error' in l}
     assert errs['missing.jpg'] == 'no such file' and 'not an image' in errs['notes.txt'] and 'directory' in errs['folder.png']
     assert 'truncated' in errs['cut.jpg'] or 'corrupt' in errs['cut.jpg']
+    assert {l['model'] for l in lines} == {str(root/'models'/f'best_model_{MODEL}.onnx')}  # every JSON line says which model answered
     r = run(BIN/'dogft-predict', *im['good'], home=root)
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == len(im['good']) and '%' in r.stdout, r.stderr
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1 + len(im['good']) and '%' in r.stdout, r.stderr
+    assert r.stdout.splitlines()[0] == f'model: $DOGFT_HOME/models/best_model_{MODEL}.onnx'
+    r = run(BIN/'dogft-predict', im['good'][0], home=root, cwd=root)
+    assert r.stdout.splitlines()[0] == f'model: models/best_model_{MODEL}.onnx', r.stdout
+
+def test_predict_default_model_is_the_newest_file(exported, tmp_path):
+    "What --help says: the most recently modified best_model_*.onnx answers, int8 or fp32."
+    import shutil
+    root, name, _ = exported
+    home = tmp_path/'home'
+    shutil.copytree(root/'models', home/'models')
+    fp32,int8 = home/'models'/f'best_model_{MODEL}.onnx',home/'models'/f'best_model_{MODEL}.int8.onnx'
+    shutil.copy(fp32, int8)
+    img = _images(tmp_path/'imgs')['good'][0]
+    for newer,older in [(int8, fp32), (fp32, int8)]:
+        os.utime(older, ns=(1_700_000_000*10**9,)*2); os.utime(newer, ns=(1_700_000_100*10**9,)*2)
+        r = run(BIN/'dogft-predict', img, '--json', home=home)
+        assert r.returncode == 0 and json.loads(r.stdout)['model'] == str(newer), r.stdout + r.stderr
+    r = run(BIN/'dogft-predict', '--help')
+    assert 'most recently modified' in ' '.join(r.stdout.split())
 
 def test_predict_usage_errors(exported, tmp_path):
     root, name, _ = exported
@@ -151,7 +174,7 @@ def test_predict_never_imports_torch(exported, tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from dogft.predict import dogft_predict
-        rc = dogft_predict([{str(img)!r}, '--json'])
+        rc = dogft_predict([{str(img)!r}], json=True)
         heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm', 'fastai', 'pandas', 'onnx'))
         assert not heavy, heavy
         sys.exit(rc)""")
@@ -170,7 +193,7 @@ def test_real_lite0_export_int8_and_predict(tmp_path):
     df = read_split(data)
     names = sorted(df.breed.unique())
     net = imagenet_zero_shot('efficientnet_lite0', names)
-    ex.make_fake_run(tmp_path, data, 'efficientnet_lite0', 'zeroshot', 0, img_size=224, val_acc=0.9, net=net)
+    make_fake_run(tmp_path, data, 'efficientnet_lite0', 'zeroshot', 0, img_size=224, val_acc=0.9, net=net)
     rep = ex.export_model(out_dir=tmp_path, quantize='int8', repeats=1, calib_images=64)
     assert rep['status'] == 'passed' and rep['n_test'] == 121 == int((df.split == 'test').sum())
     assert rep['fp32']['max_abs_logit_diff'] <= 1e-4 and rep['fp32']['top1_agreement'] == 1.0

@@ -8,9 +8,11 @@ import timm
 from torch import nn
 
 import dogft.models as dm
-from dogft.data import DogftError, DEFAULT_BREEDS
+from dogft.core import sha256_file
+from dogft.core import DogftError
+from dogft.data import DEFAULT_BREEDS
 from dogft.models import (create_model, weights_info, model_summary, model_data_config, imagenet_zero_shot,
-                          lite0_state_dict, package_weights_file, file_sha256, accuracy_on, RandomInitWarning, count_params)
+                          lite0_state_dict, package_weights_file, accuracy_on, RandomInitWarning, count_params)
 from dogft.strategies import (apply_strategy, strategy_splitter, strategy_defaults, describe_strategies, trainable_modules,
                               frozen_bn_layers, bn_state, STRATEGIES)
 
@@ -58,7 +60,7 @@ def test_lite0_works_offline(offline):
     m = create_model('efficientnet_lite0', 5)
     info = weights_info(m)
     assert info['source'] == 'package' and info['pretrained']
-    assert info['sha256'] == file_sha256(package_weights_file('efficientnet_lite0'))
+    assert info['sha256'] == sha256_file(package_weights_file('efficientnet_lite0'))
     assert m.classifier.out_features == 5
 
 
@@ -104,7 +106,7 @@ def test_weights_file_roundtrip(tmp_path, ext):
     m = create_model('resnet50', 5, weights=p)
     assert torch.equal(m.layer4[2].conv3.weight, ref.layer4[2].conv3.weight)
     assert m.fc.out_features == 5
-    assert weights_info(m) == dict(model='resnet50', source='file', path=str(p), sha256=file_sha256(p), pretrained=True)
+    assert weights_info(m) == dict(model='resnet50', source='file', path=str(p), sha256=sha256_file(p), pretrained=True)
 
 
 def test_configured_local_file_wins_for_auto(tmp_path, offline, monkeypatch):

@@ -1,18 +1,20 @@
 "`dogft-run-all` end to end: exit statuses of the command, and one tiny real run of `nbs/03_train.ipynb` through papermill."
-import importlib.util, json, os, subprocess, sys
+import dataclasses, importlib.util, json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
 
-from dogft.data import DogftError, make_fake_stanford, prepare_data
-from dogft.run_all import check_params, notebook_params, standin_train_notebook, train_notebook
+from dogft.core import DogftError
+from dogft.config import TrainConfig
+from dogft.testing import make_fake_stanford
+from dogft.data import prepare_data
+from dogft.testing import standin_train_notebook
+from dogft.run_all import check_params, notebook_params, train_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 CMD = str(Path(sys.executable).parent/'dogft-run-all')
 BREEDS = 'beagle,boxer'
-STANDIN_PARAMS = dict(model='efficientnet_lite0', strategy='freeze', seed=42, recipe='dogft', epochs=None, lr=None, batch_size=32, img_size=None,
-    weights='auto', augment='light', cache_features=None, bn=None, patience=None, device='auto', data_dir=None, out_dir=None,
-    resume=True, breeds=None, tensorboard=False)
+STANDIN_PARAMS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # the train notebook's parameters
 has_train = importlib.util.find_spec('dogft.train') is not None
 real_nb = ROOT/'nbs'/'03_train.ipynb'
 
@@ -36,7 +38,8 @@ def test_errors_exit_2_before_any_run(home):
     nb = standin_train_notebook(home/'standin.ipynb', STANDIN_PARAMS)
     for args, msg in [(['--models', 'resnet5o'], "Unknown model 'resnet5o'"),  # (more cases in-process, in nbs/03b_run_all.ipynb)
                       (['--weights', home/'missing.pth'], 'Weights file not found'),
-                      (['--notebook', home/'nope.ipynb'], 'Train notebook not found')]:
+                      (['--notebook', home/'nope.ipynb'], 'Train notebook not found'),
+                      (['--set', 'label_smothing=0.1'], "unknown setting 'label_smothing' in --set")]:
         r = run_cli(home, '--notebook', nb, *args, '--skip-followups')
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
@@ -58,12 +61,14 @@ def test_failed_run_exit_1(home):
     "A run that raises is recorded (cell and error) and the matrix goes on; the command exits 1."
     nb = standin_train_notebook(home/'standin.ipynb', STANDIN_PARAMS, fail='freeze')
     r = run_cli(home, '--notebook', nb, '--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', '1,2',
-                '--weights', 'none', '--breeds', BREEDS, '--skip-followups')
+                '--weights', 'none', '--breeds', BREEDS, '--skip-followups', '--set', 'views=2,drop_path=0.1')
     assert r.returncode == 1, r.stderr
     assert 'RuntimeError: boom: freeze cannot train' in r.stdout and '2 runs: 0 ran, 0 skipped, 2 failed' in r.stdout
     runs = home/'results'/'runs'
     assert sorted(p.name for p in runs.iterdir()) == ['efficientnet_lite0__freeze__s1.failed.ipynb',
                                                        'efficientnet_lite0__freeze__s2.failed.ipynb', 'summary.csv']
+    injected = json.loads((runs/'efficientnet_lite0__freeze__s1.failed.ipynb').read_text())['metadata']['papermill']['parameters']
+    assert injected == dict(model='efficientnet_lite0', strategy='freeze', seed=1, weights='none', breeds=BREEDS, views=2, drop_path=0.1)  # the settings given, typed
 
 
 @pytest.mark.skipif(not (has_train and real_nb.exists()), reason='dogft.train / nbs/03_train.ipynb are not there yet')

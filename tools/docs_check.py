@@ -14,7 +14,7 @@ docs time) into a fresh `_proc/`, one notebook at a time so that every broken pa
   heading, shows every `<img>` (naturalWidth > 0), and has no Python traceback or error output.
 
 The tutorial and the analysis page must show figures (their kept outputs of a real run). Screenshots of the home
-page, the analysis page's report and the tutorial's results go to `results/screenshots/`.
+page, the analysis page's report and the tutorial's results go to `examples/screenshots/`.
 
 Run: `python tools/docs_check.py` (`--out DIR` keeps the HTML there; `--screenshots DIR`, `--no-screenshots`). Chromium: `$CHROMIUM`,
 else `chromium` (Debian: `apt-get install -y chromium`), `chromium-browser` or `google-chrome` on the PATH.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
-SHOTS = ROOT/'results'/'screenshots'
+SHOTS = ROOT/'examples'/'screenshots'
 # screenshot file: (notebook, id of the heading the screenshot starts at, or None for the top)
 SCREENSHOTS = {'home.png': ('index', None), 'analysis.png': ('04_analysis', 'The-report'),
                'tutorial.png': ('tutorial', 'Compare-the-runs')}
@@ -279,7 +279,7 @@ def check(out:Path|None=None, # where the HTML pages go; None: a temporary folde
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--out', help='folder for the HTML pages (default: a temporary folder)')
-    ap.add_argument('--screenshots', default=str(SHOTS), help='folder for the screenshots (default: results/screenshots)')
+    ap.add_argument('--screenshots', default=str(SHOTS), help='folder for the screenshots (default: examples/screenshots)')
     ap.add_argument('--no-screenshots', action='store_true', help='take no screenshots')
     a = ap.parse_args()
     found = check(a.out, None if a.no_screenshots else Path(a.screenshots))
