@@ -13,8 +13,9 @@ from types import SimpleNamespace
 from PIL import Image
 
 # %% auto #0
-__all__ = ['VERSIONED', 'DogftError', 'NothingToDo', 'console_script', 'dogft_home', 'run_name', 'atomic_write', 'save_json',
-           'sha256_file', 'versions', 'to_rgb', 'progress']
+__all__ = ['VERSIONED', 'META_FORMAT', 'META_REQUIRED', 'DogftError', 'NothingToDo', 'console_script', 'dogft_home', 'run_name',
+           'atomic_write', 'save_json', 'sha256_file', 'versions', 'to_rgb', 'encode_metadata', 'decode_metadata',
+           'progress']
 
 # %% ../nbs/00_core.ipynb #41a12f22
 class DogftError(Exception):
@@ -127,6 +128,28 @@ def to_rgb(im:Image.Image # an image in any mode (RGB, L, CMYK, RGBA, P, ...)
         bg.paste(rgba, mask=rgba.getchannel('A'))
         return bg
     return im.convert('RGB')
+
+# %% ../nbs/00_core.ipynb #38b9f685
+META_FORMAT = 1  # bump when the metadata changes meaning
+
+def encode_metadata(meta:dict # JSON-serialisable values: class names, data config, model, run, ...
+                   )->dict[str, str]: # ONNX `metadata_props` entries (every value JSON-encoded)
+    "The ONNX metadata entries for `meta`, each value JSON-encoded, with the format version."
+    return {'dogft_format': str(META_FORMAT), **{k: json.dumps(v) for k,v in meta.items()}}
+
+# %% ../nbs/00_core.ipynb #5c374289
+META_REQUIRED = ('class_names', 'input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
+
+def decode_metadata(props:dict # ONNX metadata entries, as from `encode_metadata` or an `InferenceSession`
+                   )->dict: # the decoded values
+    "Decode `encode_metadata`'s entries and check that everything the predictor needs is there."
+    if 'dogft_format' not in props: raise DogftError("the model has no dogft metadata: export it with dogft-export")
+    if int(props['dogft_format']) > META_FORMAT:
+        raise DogftError(f"the model's metadata format {props['dogft_format']} is newer than this dogft ({META_FORMAT}): upgrade dogft")
+    meta = {k: json.loads(v) for k,v in props.items() if k != 'dogft_format'}
+    missing = [k for k in META_REQUIRED if k not in meta]
+    if missing: raise DogftError(f"the model's metadata lacks {', '.join(missing)}: export it again with dogft-export")
+    return meta
 
 # %% ../nbs/00_core.ipynb #d1160d27
 def _duration(s:float)->str:

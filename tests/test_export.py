@@ -10,7 +10,8 @@ from dogft.core import DogftError
 from dogft.testing import break_onnx, make_fake_run, make_fake_stanford
 from dogft.data import prepare_data, read_split, shared_stanford_dogs
 import dogft.export as ex
-from dogft.predict import Classifier, decode_metadata
+from dogft.core import decode_metadata
+from dogft.predict import Classifier
 
 BIN = Path(sys.executable).parent
 MODEL = 'test_efficientnet'
