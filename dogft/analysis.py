@@ -555,11 +555,11 @@ def image_path(m:dict, # a run's metrics
                rel:str, # a `test_predictions` path
                out_dir=None # root the analysis reads; its `data/processed` is the fallback data folder
               )->Path:
-    "Where a test image of run `m` is: absolute as is, else under `config.data_dir`, else under `out_dir/data/processed`."
-    p = Path(rel)
+    "Where a test image of run `m` is: absolute as is, else under `config.data_dir` (relative to `out_dir`, the runs' home, unless absolute), else under `out_dir/data/processed`."
+    p,home = Path(rel),Path(out_dir or dogft_home())
     if p.is_absolute(): return p
     d = (m.get('config') or {}).get('data_dir')
-    cands = ([Path(d)/p] if d else []) + [Path(out_dir or dogft_home())/'data'/'processed'/p]
+    cands = ([home/d/p] if d else []) + [home/'data'/'processed'/p]
     return next((c for c in cands if c.exists()), cands[0])
 
 # %% ../nbs/04_analysis.ipynb #220830c2

@@ -309,11 +309,12 @@ def run_data_dir(root:Path, # root of `results/` and `models/`
                  run:dict, # a row of `list_runs` (`run` and `metrics` are read)
                  data_dir=None # an explicit processed folder, if given
                 )->Path:
-    "The run's processed data: `data_dir`, else the run's own, else `root/data/processed`, else `dogft_home()/data/processed`."
+    "The run's processed data: `data_dir`, else the run's own (relative to `root` unless absolute), else `root/data/processed`, else `dogft_home()/data/processed`."
     cands = [data_dir] if data_dir is not None else []
     if data_dir is None:
-        try: cands.append((json.loads(Path(run['metrics']).read_text()).get('config') or {}).get('data_dir'))
-        except (OSError, ValueError): pass
+        try: own = (json.loads(Path(run['metrics']).read_text()).get('config') or {}).get('data_dir')
+        except (OSError, ValueError): own = None
+        if own: cands.append(Path(root)/own)  # relative to the runs' home, unless absolute
         cands += [root/'data'/'processed', dogft_home()/'data'/'processed']
     for c in cands:
         if c and (Path(c)/'split.csv').exists(): return Path(c)

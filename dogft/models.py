@@ -238,7 +238,8 @@ def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`,
             except FileNotFoundError as e: raise DogftError(f"Weights file not found: {path}") from e
     kept = n_classes == 1000 if source == 'hub' else source != 'none' and _file_head_rows(sd, model) == n_classes
     if not kept: reset_head(model)  # a new head
-    model.dogft_weights = dict(model=name, source=source, path=str(path) if path else None,
+    shown = Path(path).relative_to(Path(path).parents[2]).as_posix() if source == 'package' else path  # the package's file, not this machine's site-packages
+    model.dogft_weights = dict(model=name, source=source, path=str(shown) if path else None,
                                sha256=sha256_file(path) if path else None, pretrained=source != 'none')
     return model
 

@@ -64,17 +64,18 @@ def test_layout_one_folder_per_study():
     for f in folders: assert f'[`{f}`]({f}/)' in index, f"bench/README.md's table lacks {f}"
 
 
-def _run_output(p:Path)->bool:
-    "Whether `p` is in a study home's `results/`: dogft's own records of its runs, which say where each run read its data."
-    return p.relative_to(BENCH).parts[1:2] == ('results',)
+def _ignored_output(p:Path)->bool:
+    "Whether `p` is under a home's `data/` or `models/`: this machine's git-ignored outputs, never committed."
+    return bool({'data', 'models'} & set(p.relative_to(ROOT).parts[:-1]))
 
 def test_no_machine_paths_in_bench():
-    "No absolute path of one particular machine in any bench file: data and work folders come from DOGFT_HOME, DOGFT_SOURCE or flags."
-    assert _run_output(BENCH/'seven_breeds'/'results'/'metrics'/'x.json') and not _run_output(BENCH/'recipe_cv'/'results.json')
+    "No absolute path of one particular machine in any committed bench or example file (scripts, READMEs, reports, the runs' metrics): data and work folders come from DOGFT_HOME, DOGFT_SOURCE or flags, and a run records its data folder relative to its home."
+    assert _ignored_output(BENCH/'seven_breeds'/'data'/'processed'/'stamp.json') and not _ignored_output(BENCH/'seven_breeds'/'results'/'metrics'/'x.json')
     found = [f"{p.relative_to(ROOT)}:{i}: {line.strip()[:120]}"
-             for p in sorted(BENCH.rglob('*')) if p.is_file() and p.suffix in ('.py', '.md', '.json', '.txt', '.sh', '.csv') and not _run_output(p)
+             for d in (BENCH, ROOT/'examples') for p in sorted(d.rglob('*'))
+             if p.is_file() and p.suffix in ('.py', '.md', '.json', '.txt', '.sh', '.csv') and not _ignored_output(p)
              for i,line in enumerate(p.read_text().splitlines(), 1) if ABSOLUTE.search(line)]
-    assert not found, 'absolute machine paths in bench/:\n' + '\n'.join(found)
+    assert not found, 'absolute machine paths in bench/ or examples/:\n' + '\n'.join(found)
     assert ABSOLUTE.search("default='/tmp/data_size'") and ABSOLUTE.search('of /work/main/data/processed.')
     assert not ABSOLUTE.search('$DOGFT_HOME/data/processed') and not ABSOLUTE.search('bench/recipe_cv/results.json')
 

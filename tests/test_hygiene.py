@@ -25,3 +25,15 @@ def test_readme_is_current():
     sys.path.insert(0, str(ROOT/'tools'))
     import make_readme
     assert (ROOT/'README.md').read_text() == make_readme.render(), 'run `python tools/make_readme.py`'
+
+def test_no_fixtures_in_the_api():
+    "Test fixtures live in the hand-written `dogft.testing`; no library module exports a `make_*`, `break_*` or `standin_*`."
+    import importlib, re
+    fixtures = {}
+    for f in sorted((ROOT/'dogft').glob('*.py')):
+        if f.name.startswith('_') or f.name in HAND_WRITTEN: continue
+        names = getattr(importlib.import_module(f'dogft.{f.stem}'), '__all__', [])
+        if bad := [n for n in names if re.match(r'(make|break|standin)_', n)]: fixtures[f.name] = bad
+    assert not fixtures, f'fixtures in the API (move them to dogft/testing.py): {fixtures}'
+    import dogft.testing
+    assert dogft.testing.__all__ == [], 'dogft.testing is not API: its fixtures are imported by name'
