@@ -37,3 +37,18 @@ def test_no_fixtures_in_the_api():
     assert not fixtures, f'fixtures in the API (move them to dogft/testing.py): {fixtures}'
     import dogft.testing
     assert dogft.testing.__all__ == [], 'dogft.testing is not API: its fixtures are imported by name'
+
+def test_chapters_one_definition_per_export_cell():
+    "House style: an export cell defines one public name, and the next cell is not another export: an example or a lesson follows each."
+    import ast, re
+    from fastcore.nbio import read_nb
+    bad = []
+    for p in sorted((ROOT/'nbs').glob('0*.ipynb')):
+        cells = read_nb(p).cells
+        for i,c in enumerate(cells):
+            if c.cell_type != 'code' or not re.match(r'#\|\s*export\b', c.source): continue
+            tree = ast.parse('\n'.join(l for l in c.source.splitlines() if not l.startswith('#|')))
+            public = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
+            if len(public) > 1: bad.append(f"{p.name} cell {i}: {', '.join(public)} in one export cell")
+            if public and (i + 1 == len(cells) or re.match(r'#\|\s*export', cells[i+1].source)): bad.append(f"{p.name} cell {i}: {public[0]} has no example after it")
+    assert not bad, '\n'.join(bad)
