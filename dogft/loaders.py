@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 from timm.data import create_transform
 from timm.data.transforms_factory import transforms_imagenet_eval
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import IntToFloatTensor, Normalize, DisplayedTransform
 from fastai.torch_core import TensorImage, TensorCategory
 
-from .core import DogftError
+from .core import DogftError, progress
 from .data import default_data_dir, read_split, SPLITS
 
 # %% ../nbs/00b_loaders.ipynb #786a8840
@@ -82,7 +81,7 @@ def _preprocess(spec:dict):
 def cached_images(data_dir:Path, # processed folder (with `split.csv`)
                   split:str='train', # `train`, `val` or `test`
                   spec:dict=None, # from `cache_spec`; default: the eval preprocessing of `DEFAULT_DATA_CONFIG`
-                  verbose:bool=True, # say when building
+                  verbose:bool=True, # show the building's progress (`dogft.core.progress`)
                   table:pd.DataFrame=None # the split table (`split_table`); `None`: read it
                  )->np.ndarray: # memory-mapped `uint8 [N,H,W,3]`, rows in `split.csv` order
     "The images of `split`, preprocessed by `spec`, from the `.npy` cache (built on first use, atomically)."
@@ -98,8 +97,7 @@ def cached_images(data_dir:Path, # processed folder (with `split.csv`)
         os.close(fd)
         try:
             arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(paths), h, w, 3))
-            t0 = time.time()
-            for i,rel in enumerate(tqdm(paths, desc=f'caching {split}', disable=None, leave=False)):
+            for i,rel in enumerate(progress(paths, desc=f'caching {split} images at {h}x{w}', unit='images', quiet=not verbose)):
                 try:
                     with Image.open(data_dir/rel) as im: arr[i] = tfm(im.convert('RGB')).permute(1, 2, 0).numpy()
                 except OSError as e: raise DogftError(f"cannot read {rel} ({type(e).__name__}: {e}): re-run dogft-data --force") from None
@@ -108,7 +106,6 @@ def cached_images(data_dir:Path, # processed folder (with `split.csv`)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        if verbose: print(f"cached {len(paths)} {split} images at {h}x{w} in {time.time()-t0:.1f}s: {p.parent.name}/{p.name}")
     return np.load(p, mmap_mode='r')
 
 # %% ../nbs/00b_loaders.ipynb #2c6ec429

@@ -1,4 +1,4 @@
-"""Run the train notebook once per model × strategy × seed through papermill: check everything first, skip finished runs, record failures and go on, summarize, then analyze and export.
+"""The training commands: `dogft-train` runs one configuration; `dogft-run-all` prepares the data when it is missing, runs the train notebook once per model × strategy × seed through papermill — checking everything first, skipping finished runs, recording failures and going on — then analyzes and exports.
 
 Docs: https://dogft.github.io/dogft/run_all.html.md"""
 
@@ -6,29 +6,25 @@ Docs: https://dogft.github.io/dogft/run_all.html.md"""
 
 # %% ../nbs/03b_run_all.ipynb #f5bdae50
 from __future__ import annotations
-import importlib, importlib.util, inspect, os, sys, time
+import ast, importlib, importlib.util, inspect, os, re, sys, time
 from pathlib import Path
 
 import pandas as pd
-import papermill as pm
-from papermill.exceptions import PapermillExecutionError
-from papermill.translators import papermill_translators
 from fastcore.script import call_parse, is_cli
 from fastcore.xtras import modified_env
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict
-import nbformat
 
-from .core import DogftError, NothingToDo, console_script, dogft_home, run_name
+from .core import DogftError, NothingToDo, console_script, dogft_home, run_name, _duration
 from .config import TrainConfig, config_options, cli_settings
-from .data import ensure_data
+from .data import default_data_dir, ensure_data, read_split
 
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'DEFAULT_STRATEGIES', 'DEFAULT_SEEDS', 'SUMMARY_COLUMNS', 'FOLLOWUPS', 'EnvKernelManager',
-           'kernel_argv', 'train_notebook', 'notebook_params', 'check_params', 'run_notebook_path',
+           'kernel_argv', 'train_notebook', 'notebook_params', 'check_params', 'run_cells', 'run_notebook_path',
            'failed_notebook_path', 'execute_run', 'preflight', 'fmt_seconds', 'summary_table', 'show_summary',
-           'run_matrix', 'run_followups', 'dogft_run_all']
+           'run_matrix', 'run_followups', 'dogft_train', 'dogft_run_all']
 
 # %% ../nbs/03b_run_all.ipynb #3a1feea2
 DEFAULT_MODELS = ('resnet50', 'efficientnet_b0')
@@ -37,12 +33,15 @@ DEFAULT_SEEDS = (42,)
 
 # %% ../nbs/03b_run_all.ipynb #edcac859
 class EnvKernelManager(AsyncKernelManager):
-    "A kernel manager whose kernel is always ipykernel on this interpreter (`sys.executable`), whatever kernelspecs are installed."
+    "A kernel manager whose kernel is always ipykernel on this interpreter (`sys.executable`), whatever kernelspecs are installed; shut down without an interrupt."
     @property
     def kernel_spec(self)->KernelSpec:
         if self._kernel_spec is None:  # log_level: no "running over TCP without encryption" warning per run
             self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict(['--IPKernelApp.log_level=ERROR']))
         return self._kernel_spec
+    async def _async_interrupt_kernel(self):
+        "Interrupt the kernel, except when shutting it down: jupyter_client interrupts first, ipykernel logs that as an ERROR line."
+        if not self.shutting_down: await super()._async_interrupt_kernel()
 
 # %% ../nbs/03b_run_all.ipynb #fcabaa1c
 def kernel_argv()->list[str]:
@@ -70,6 +69,8 @@ def train_notebook(notebook=None # path to the train notebook; `None`: `nbs/03_t
 def notebook_params(notebook # a parameterized notebook
                    )->dict:
     "The notebook's parameters (from its `parameters`-tagged cell) as name → default source text, as papermill reads them."
+    import nbformat
+    from papermill.translators import papermill_translators
     nb = nbformat.read(notebook, as_version=4)
     i = next((i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])), None)
     if i is None: raise DogftError(f"{notebook} has no cell tagged `parameters`: it cannot be run by papermill.")
@@ -84,6 +85,26 @@ def check_params(notebook, # a parameterized notebook
     unknown = [k for k in params if k not in valid]
     if unknown: raise DogftError(f"Unknown train parameter(s) {', '.join(unknown)}: {Path(notebook).name} takes {', '.join(valid)}.")
     return params
+
+# %% ../nbs/03b_run_all.ipynb #cb9a638d
+_EXPORT = re.compile(r'^\s*#\|\s*export[is]?\b', re.M)  # nbdev's `#| export`, `#| exports`, `#| exporti`
+
+def _setup_cell(cell)->bool:
+    "Whether a code cell only sets up: an exported definition, or only imports and `warnings.…` calls."
+    if _EXPORT.search(cell.source): return True
+    try: body = ast.parse(cell.source).body
+    except SyntaxError: return False  # IPython syntax: not plain setup
+    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+                              and ast.unparse(n.value.func).startswith('warnings.')) for n in body)
+
+def run_cells(nb # a parameterized notebook (`nbformat` node)
+             )->list[int]: # indices of the cells a run executes
+    "The cells of a run: the title, the setup cells (imports, exported definitions), then the section of the `parameters` cell to the end."
+    cells = nb.cells
+    p = next((i for i,c in enumerate(cells) if 'parameters' in c.metadata.get('tags', [])), None)
+    if p is None: raise DogftError("the notebook has no cell tagged `parameters`: it cannot be run by papermill.")
+    s = max((i for i in range(p) if cells[i].cell_type == 'markdown'), default=p)  # the heading of the parameters' section
+    return [i for i,c in enumerate(cells) if i >= s or (i == 0 and c.cell_type == 'markdown') or (c.cell_type == 'code' and _setup_cell(c))]
 
 # %% ../nbs/03b_run_all.ipynb #bc9efaef
 def run_notebook_path(model:str, strategy:str, seed:int,
@@ -101,43 +122,74 @@ def failed_notebook_path(path:Path # a run's executed notebook (`run_notebook_pa
 
 # %% ../nbs/03b_run_all.ipynb #5f3bf0db
 def _source_cell(executed, # path of an executed notebook
-                 index:int # a cell index as papermill counts it (with its injected-parameters cell)
+                 index:int, # a cell index as papermill counts it (with its injected-parameters cell)
+                 kept:list[int] # the indices in the train notebook of the cells executed (`run_cells`)
                 )->int:
     "The index of the same cell in the train notebook."
+    import nbformat
     try: cells = [c for c in nbformat.read(executed, as_version=4).cells if 'papermill-error-cell-tag' not in c.metadata.get('tags', [])]
     except Exception: return index
-    return index - sum('injected-parameters' in c.metadata.get('tags', []) for c in cells[:index])
+    i = index - sum('injected-parameters' in c.metadata.get('tags', []) for c in cells[:index])
+    return kept[i] if 0 <= i < len(kept) else i
 
 def _one_line(s, n:int=300)->str:
     "`s` as one line of at most `n` characters."
     s = ' '.join(str(s).split())
     return s if len(s) <= n else s[:n-1] + '…'
 
+class _Indented:
+    "A file for papermill's `stdout_file`/`stderr_file`: each whole line the kernel prints, indented, to `file` (`None`: `sys.stdout`, looked up then)."
+    def __init__(self, file=None, indent:str='    '): self.file,self.indent,self.buf = file,indent,''
+    def write(self, s:str):
+        *lines,self.buf = (self.buf + s).split('\n')
+        f = self.file or sys.stdout
+        for l in lines: f.write(self.indent + l.rsplit('\r', 1)[-1] + '\n')  # of a `\r` frame, its last state
+        if lines: f.flush()
+    def flush(self): pass
+    def close(self):
+        if self.buf: self.write('\n')
+
 def execute_run(notebook, # the train notebook
                 out_path, # the executed notebook's final path
                 params:dict, # parameters to inject
+                echo:bool=True, # print the kernel's output as it comes, each line indented (stdout to stdout, stderr to stderr)
                 **kwargs # more `papermill.execute_notebook` arguments
                )->dict:
-    "Execute `notebook` with `params` into `out_path` atomically; `status` (`ran`/`failed`), `notebook`, `cell` (failing cell's index in `notebook`), `error`, `seconds`."
+    "Execute the run's cells of `notebook` (`run_cells`) with `params` into `out_path` atomically; `status` (`ran`/`failed`), `notebook`, `cell` (failing cell's index in `notebook`), `error`, `seconds`."
+    import nbformat, papermill as pm
+    from papermill.exceptions import PapermillExecutionError
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f'.{out_path.stem}.{os.getpid()}.partial.ipynb')
+    tmp,src = (out_path.with_name(f'.{out_path.stem}.{os.getpid()}.{k}.ipynb') for k in ('partial', 'input'))
     failed = failed_notebook_path(out_path)
     t0, rec = time.monotonic(), dict(status='ran', notebook=str(out_path), cell=None, error=None)
+    nb = nbformat.read(notebook, as_version=4)
+    kept = run_cells(nb)
+    nb.cells = [nb.cells[i] for i in kept]
+    nbformat.write(nb, src)
+    out,err = (_Indented(), _Indented(sys.stderr)) if echo else (None, None)
     try:
         with modified_env('IN_TEST'):  # a run is not a notebook test (03_train.ipynb shrinks itself to a toy run under nbdev-test)
-            pm.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name='python3', language='python',
-                                kernel_manager_class=EnvKernelManager, progress_bar=False, **kwargs)
+            pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name='python3', language='python', kernel_manager_class=EnvKernelManager,
+                                progress_bar=False, stdout_file=out, stderr_file=err, **kwargs)
         os.replace(tmp, out_path)
         failed.unlink(missing_ok=True)
     except PapermillExecutionError as e:
-        rec.update(status='failed', cell=_source_cell(tmp, e.cell_index), error=_one_line(f'{e.ename}: {e.evalue}'))
+        rec.update(status='failed', cell=_source_cell(tmp, e.cell_index, kept), error=_one_line(f'{e.ename}: {e.evalue}'))
     except Exception as e:
         rec.update(status='failed', error=_one_line(f'{type(e).__name__}: {e}'))
     finally:
+        for f in (out, err):
+            if f: f.close()
+        src.unlink(missing_ok=True)
         if tmp.exists():
             os.replace(tmp, failed)
             if rec['status'] == 'failed': rec['notebook'] = str(failed)
+        done = Path(rec['notebook'])
+        if done.exists():  # papermill records where the notebook came from: the train notebook, not the copy of its run's cells
+            ex = nbformat.read(done, as_version=4)
+            ex.metadata.setdefault('papermill', {})['input_path'] = str(notebook)
+            nbformat.write(ex, done)
     rec['seconds'] = time.monotonic() - t0
     return rec
 
@@ -156,19 +208,34 @@ def _as_list(x, conv=str)->list:
     return out
 
 # %% ../nbs/03b_run_all.ipynb #c4c497ad
+def _shown(p)->str:
+    "`p` as the lines name it: relative to the current directory when under it, else absolute."
+    p = Path(p).absolute()
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
+
+def _mtime(p:Path)->int|None: return p.stat().st_mtime_ns if p.exists() else None
+
 def preflight(models:list, # timm model names
               strategies:list, # strategies
               notebook, # the train notebook
-              params:dict # the parameters of every run
+              params:dict, # the parameters of every run
+              source=None # where to get the images when the data is missing; `None`: `$DOGFT_SOURCE`, else the shared images, else the download
              )->Path: # the processed data folder
-    "Check model names, strategies, parameter names and weights, then prepare the data once."
+    "Check model names, strategies, parameter names and weights, then prepare the data once, saying so and how long it took."
     from dogft.models import check_model_name, resolve_weights  # imported here: they pull in torch and timm
     from dogft.strategies import check_strategy
     for m in models: check_model_name(m)
     for s in strategies: check_strategy(s)
     check_params(notebook, dict(model=None, strategy=None, seed=None, **params))
     for m in models: resolve_weights(m, params.get('weights') or 'auto')
-    return ensure_data(params.get('data_dir'), breeds=params.get('breeds'))
+    csv = (Path(params['data_dir']) if params.get('data_dir') else default_data_dir())/'split.csv'
+    before,t = _mtime(csv),time.monotonic()
+    if before is None: print(f"data: {_shown(csv.parent)} is missing: preparing it", flush=True)
+    d = ensure_data(params.get('data_dir'), breeds=params.get('breeds'), source=source)
+    df = read_split(d)
+    made = f"prepared in {_duration(time.monotonic() - t)}: " if _mtime(d/'split.csv') != before else ''
+    print(f"data: {made}{_shown(d)}, {len(df):,} images of {df.breed.nunique()} breeds", flush=True)
+    return d
 
 # %% ../nbs/03b_run_all.ipynb #5381caea
 def fmt_seconds(s:float|None # seconds, or None when unknown
@@ -181,45 +248,65 @@ def fmt_seconds(s:float|None # seconds, or None when unknown
 # %% ../nbs/03b_run_all.ipynb #2f0e007c
 def _eta(durations:dict, # seconds of the finished runs, by kind (model, strategy)
          left:list # the kind of each run still to do
-        )->float|None: # seconds; None while nothing has finished
-    "Time left: each run to do takes the mean of the finished runs of its kind, else the mean of all finished runs."
-    every = [s for v in durations.values() for s in v]
-    if not left or not every: return 0. if not left else None
-    return float(sum(sum(d)/len(d) for d in (durations.get(k) or every for k in left)))
+        )->float|None: # seconds; None while a kind still to do has no finished run
+    "Time left: each run to do takes the mean of the finished runs of its kind; unknown while one kind has none."
+    if any(not durations.get(k) for k in left): return None
+    return float(sum(sum(durations[k])/len(durations[k]) for k in left))
+
+def _left(durations:dict, left:list)->str:
+    "The time left for the progress lines, with how it is estimated — or `estimating` and why."
+    if not left: return 'nothing left'
+    new = {}
+    for m,s in dict.fromkeys(k for k in left if not durations.get(k)): new.setdefault(m, []).append(s)
+    if not new: return f"left ~{fmt_seconds(_eta(durations, left))} (by the finished runs of the same model and strategy)"
+    rest = _eta(durations, [k for k in left if durations.get(k)])
+    kinds = '; '.join(m + ' ' + ', '.join(ss) for m,ss in new.items())
+    return (f"left: estimating (not timed yet: {kinds})"
+            + (f"; ~{fmt_seconds(rest)} for the runs of the others" if rest else ''))
 
 # %% ../nbs/03b_run_all.ipynb #10c83c85
 def _test_acc(m:dict # a finished run's metrics
              )->str:
-    "A finished run's test accuracy, for the progress lines."
+    "A finished run's test accuracy, for the progress lines, and `random init` when it did not start from pretrained weights."
     a = m.get('test_acc')
-    return f'test accuracy {a:.1%}' if isinstance(a, (int, float)) else 'no test accuracy'
+    return (f'test accuracy {a:.1%}' if isinstance(a, (int, float)) else 'no test accuracy') + (
+        ', random init' if (m.get('weights') or {}).get('pretrained') is False else '')
 
 # %% ../nbs/03b_run_all.ipynb #c58ef5e0
 def _row(model, strategy, seed, status, metrics=None, rec=None)->dict:
     "One run's row of the summary, from its metrics and `execute_run`'s record."
     m, rec = metrics or {}, rec or {}
-    return dict(model=model, strategy=strategy, seed=seed, status=status, test_acc=m.get('test_acc'),
-                best_val_acc=m.get('best_val_acc'), train_seconds=m.get('train_seconds'),
-                notebook=rec.get('notebook'), cell=rec.get('cell'), error=rec.get('error'))
+    return dict(model=model, strategy=strategy, seed=seed, status=status, test_acc=m.get('test_acc'), best_val_acc=m.get('best_val_acc'),
+                train_seconds=m.get('train_seconds'), seconds=rec.get('seconds'), notebook=rec.get('notebook'), cell=rec.get('cell'), error=rec.get('error'))
 
 # %% ../nbs/03b_run_all.ipynb #cff8b57a
-SUMMARY_COLUMNS = ['model', 'strategy', 'seed', 'status', 'test_acc', 'best_val_acc', 'train_seconds', 'notebook', 'cell', 'error']
+SUMMARY_COLUMNS = ['model', 'strategy', 'seed', 'status', 'test_acc', 'best_val_acc', 'train_seconds', 'seconds', 'notebook', 'cell', 'error']
 
 def summary_table(rows:list[dict] # one per run, as `_row` makes them
                  )->pd.DataFrame:
-    "The matrix summary: `SUMMARY_COLUMNS`, one row per run."
+    "The matrix summary: `SUMMARY_COLUMNS` (`seconds`: the time this command spent on the run), one row per run."
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype(dict(seed=int, cell='Int64'))
-    for c in ('test_acc', 'best_val_acc', 'train_seconds'): df[c] = pd.to_numeric(df[c]).astype(float)
+    for c in ('test_acc', 'best_val_acc', 'train_seconds', 'seconds'): df[c] = pd.to_numeric(df[c]).astype(float)
     return df
 
 # %% ../nbs/03b_run_all.ipynb #f4f4be5e
+def _count(n:int, what:str)->str: return f"{n} {what}{'' if n == 1 else 's'}"
+
 def show_summary(df:pd.DataFrame # from `summary_table`
                 )->str:
-    "The summary as text, with notebooks shown by file name."
-    d = df.assign(notebook=df.notebook.map(lambda p: Path(p).name if isinstance(p, str) else ''), error=df.error.fillna(''))
+    "The summary for people: a count line, then a table of the runs — model, strategy, seed, status, test accuracy, time, and the error of a failed one."
     counts = df.status.value_counts()
-    head = ', '.join(f'{counts.get(s, 0)} {s}' for s in ('ran', 'skipped', 'failed'))
-    return f'{len(df)} runs: {head}\n' + d.to_string(index=False, na_rep='', float_format=lambda x: f'{x:.4g}')
+    head = f"{_count(len(df), 'run')}: " + ', '.join(f'{counts.get(s, 0)} {s}' for s in ('ran', 'skipped', 'failed'))
+    failed = bool((df.status == 'failed').any())
+    cols = ['model', 'strategy', 'seed', 'status', 'test acc', 'time'] + (['error'] if failed else [])
+    def cells(r):
+        out = [r.model, r.strategy, str(r.seed), r.status, '' if pd.isna(r.test_acc) else f'{r.test_acc:.1%}', '' if pd.isna(r.seconds) else fmt_seconds(r.seconds)]
+        if failed: out.append('' if r.status != 'failed' else f"cell {r.cell}: {r.error}" if not pd.isna(r.cell) else str(r.error))
+        return out
+    rows = [cols] + [cells(r) for r in df.itertuples()]
+    w = [max(len(x) for x in c) for c in zip(*rows)]
+    line = lambda r: '  ' + '  '.join(x.rjust(n) if h in ('seed', 'test acc', 'time') else x.ljust(n) for h,x,n in zip(cols, r, w)).rstrip()
+    return '\n'.join([head] + [line(r) for r in rows])
 
 # %% ../nbs/03b_run_all.ipynb #9437823a
 def _train():
@@ -236,9 +323,11 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
                notebook=None, # the train notebook; `None`: the repository's `nbs/03_train.ipynb`
                out_dir=None, # root of `results/` and `models/`; `None`: `dogft_home()`
                followups:bool=True, # then run analysis and export (when those modules exist)
+               source=None, # where to get the images when the data is missing; `None`: `$DOGFT_SOURCE`, else the shared images, else the download
                **params # more `TrainConfig` settings for every run: epochs, lr, batch_size, weights, ...
               )->pd.DataFrame: # the summary, one row per run (`SUMMARY_COLUMNS`)
     "Execute the train notebook through papermill for every model × strategy × seed; skip finished runs unless `force`."
+    t0 = time.monotonic()
     models, strategies, seeds = _as_list(models), _as_list(strategies), _as_list(seeds, int)
     params = {k: v for k, v in params.items() if v is not None}
     for k in ('model', 'strategy', 'seed'):
@@ -247,7 +336,10 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
     if force: params.setdefault('resume', False)  # else train_run would find the finished run and return its metrics
     root = Path(params.get('out_dir') or dogft_home())
     nb = train_notebook(notebook)
-    data = preflight(models, strategies, nb, params)
+    n = len(models)*len(strategies)*len(seeds)
+    print(f"dogft-run-all: {_count(n, 'run')}, {', '.join(models)} × {', '.join(strategies)} × seed{'s' if len(seeds) > 1 else ''} "
+          f"{', '.join(map(str, seeds))}, in {root}", flush=True)
+    data = preflight(models, strategies, nb, params, source)
     train = _train()
     plan = []
     for m in models:
@@ -259,63 +351,82 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
                 done = train.finished_metrics(config)
                 plan.append((p, config, done if done is not None and not force else None))
     todo = sum(done is None for *_, done in plan)
-    print(f"dogft-run-all: {len(plan)} runs ({todo} to run, {len(plan)-todo} finished) with {nb.name}; data {data}; results in {root}")
-    rows, durations, t0, n = [], {}, time.monotonic(), len(plan)
+    print(f"runs: {todo} to train, {n - todo} finished before{' (--force trains them again)' if todo < n else ''}; "
+          f"executed notebooks go to {_shown(root/'results'/'runs')}/", flush=True)
+    rows, durations = [], {}
     queue = [(p['model'], p['strategy']) for p, _, done in plan if done is None]  # the kinds of the runs to do, in order
     for i, (p, config, done) in enumerate(plan, 1):
         tag = f"[{i}/{n}] {run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
         path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
         if done is not None:
             rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
-            print(f"{tag}: finished before, skipped ({_test_acc(done)})")
+            print(f"{tag}: finished before, skipped ({_test_acc(done)})", flush=True)
             continue
-        print(f"{tag}: running — elapsed {fmt_seconds(time.monotonic()-t0)}, left ~{fmt_seconds(_eta(durations, queue))}", flush=True)
+        print(f"{tag}: training, {_left(durations, queue)}", flush=True)
         rec = execute_run(nb, path, p)
         durations.setdefault(queue.pop(0), []).append(rec['seconds'])
         metrics = train.finished_metrics(config) if rec['status'] == 'ran' else None
         if rec['status'] == 'ran' and metrics is None:
             rec.update(status='failed', error='the notebook finished but wrote no metrics for this configuration')
         rows.append(_row(p['model'], p['strategy'], p['seed'], rec['status'], metrics, rec))
-        what = _test_acc(metrics) if metrics else f"FAILED at cell {rec['cell']}: {rec['error']}"
-        print(f"{tag}: {rec['status']} in {fmt_seconds(rec['seconds'])} ({what}) — elapsed {fmt_seconds(time.monotonic()-t0)}, "
-              f"left ~{fmt_seconds(_eta(durations, queue))}", flush=True)
+        at = '' if rec['cell'] is None else f" at cell {rec['cell']}"
+        what = _test_acc(metrics) if metrics else f"FAILED{at}: {rec['error']}; see {_shown(rec['notebook'])}"
+        print(f"{tag}: {rec['status']} in {fmt_seconds(rec['seconds'])} ({what}); elapsed {fmt_seconds(time.monotonic()-t0)}, "
+              f"{_left(durations, queue)}", flush=True)
     df = summary_table(rows)
     (root/'results'/'runs').mkdir(parents=True, exist_ok=True)
     df.to_csv(root/'results'/'runs'/'summary.csv', index=False)
-    print(show_summary(df))
-    df.attrs['followups'] = run_followups(root) if followups else {}
+    print(show_summary(df), flush=True)
+    df.attrs['followups'] = res = run_followups(root) if followups else {}
+    counts = df.status.value_counts()
+    print(f"dogft-run-all: done in {fmt_seconds(time.monotonic() - t0)}: " + ', '.join(f'{counts.get(s, 0)} {s}' for s in ('ran', 'skipped', 'failed'))
+          + ''.join(f"; {mod.rsplit('.', 1)[-1]} {how.split(' (')[0].split(':')[0]}" for mod,how in res.items()), flush=True)
     return df
 
 # %% ../nbs/03b_run_all.ipynb #bb81008a
 FOLLOWUPS = [('dogft.analysis', 'dogft_analyze'), ('dogft.export', 'dogft_export')]
+_DOES = dict(dogft_analyze='comparing the runs', dogft_export='exporting the model to ship')  # for the line that starts each
 
 def run_followups(root, # root of `results/` and `models/`
                   hooks=FOLLOWUPS # (module, function) pairs to call in order
                  )->dict: # module → `done`, `skipped (...)` or `failed: ...`
-    "Call each hook's entry point on `root`, when its module exists; report what happened."
+    "Call each hook's entry point on `root`, when its module exists, with a line before and after it (how long it took); report what happened."
     res = {}
     for mod, fn in hooks:
+        cmd = fn.replace('_', '-')
         if importlib.util.find_spec(mod) is None:
             res[mod] = f'skipped ({mod} is not there yet)'
-            print(f'dogft-run-all: {res[mod]}'); continue
+            print(f'{cmd}: {res[mod]}'); continue
+        print(f"{cmd}: {_DOES.get(fn, 'running')} ...", flush=True)
+        t = time.monotonic()
         try:
             f = getattr(importlib.import_module(mod), fn)
             if 'out_dir' in inspect.signature(f).parameters: f(out_dir=str(root))
             else:
-                old = os.environ.get('DOGFT_HOME')
-                os.environ['DOGFT_HOME'] = str(root)
-                try: f()
-                finally:
-                    if old is None: os.environ.pop('DOGFT_HOME', None)
-                    else: os.environ['DOGFT_HOME'] = old
+                with modified_env(DOGFT_HOME=str(root)): f()
             res[mod] = 'done'
+            print(f"{cmd}: done in {_duration(time.monotonic() - t)}", flush=True)
         except NothingToDo as e:
             res[mod] = f'skipped ({_one_line(e)})'
-            print(f'dogft-run-all: {mod}.{fn} {res[mod]}', file=sys.stderr)
+            print(f'{cmd}: {res[mod]}', file=sys.stderr, flush=True)
         except Exception as e:
             res[mod] = f'failed: {_one_line(e)}'
-            print(f'dogft-run-all: {mod}.{fn} {res[mod]}', file=sys.stderr)
+            print(f'{cmd}: {res[mod]}', file=sys.stderr, flush=True)
     return res
+
+# %% ../nbs/03b_run_all.ipynb #3b3e2c2d
+@call_parse
+@console_script
+@config_options(TrainConfig)
+def dogft_train(*, lr_find:bool=False, # only run fastai's learning-rate finder on this run's learner and print its suggestions
+                **settings):
+    "Train one run (model × strategy × seed) and write its metrics JSON and best checkpoint."
+    train,config = _train(),TrainConfig(**cli_settings(settings, TrainConfig))
+    if not lr_find: return train.train_run(config)
+    found = train.find_lr(config)
+    print(f"learning-rate finder, {run_name(config.model, config.strategy, config.seed, config.recipe)}: valley {found['valley']:.1e}, "
+          f"slide {found['slide']:.1e} (the recipe's lr: {found['lr']:.1e}); nothing trained")
+    return found
 
 # %% ../nbs/03b_run_all.ipynb #eaa0dd22
 @call_parse
@@ -325,12 +436,13 @@ def dogft_run_all(models:str=','.join(DEFAULT_MODELS), # comma-separated timm mo
                   strategies:str=','.join(DEFAULT_STRATEGIES), # comma-separated strategies: freeze, partial, full
                   seeds:str=','.join(map(str, DEFAULT_SEEDS)), # comma-separated run seeds
                   *,
+                  source:str=None, # images.tar, a folder of breed folders or a URL, when the data is missing (default: $DOGFT_SOURCE, else the shared images, else the download)
                   force:bool=False, # train finished runs again, from scratch
                   notebook:str=None, # the train notebook (default: nbs/03_train.ipynb next to the package)
                   skip_followups:bool=False, # do not run analysis and export afterwards
                   **settings):
-    "Run the train notebook through papermill for every model × strategy × seed, skipping finished runs; then analyze and export."
-    df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, followups=not skip_followups,
+    "Prepare the data when it is missing, run the train notebook through papermill for every model × strategy × seed (skipping finished runs), then analyze and export."
+    df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, followups=not skip_followups, source=source,
                     **cli_settings(settings, TrainConfig))
     if not is_cli(dogft_run_all): return df
     if (df.status == 'failed').any() or any(v.startswith('failed') for v in df.attrs.get('followups', {}).values()): sys.exit(1)

@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #2645aaaa
 from __future__ import annotations
-import contextlib, dataclasses, json, random, shutil, tempfile, time, warnings
+import contextlib, dataclasses, json, random, shutil, sys, tempfile, time, warnings
 from dataclasses import dataclass, asdict, field
 from functools import partial
 from pathlib import Path
@@ -24,22 +24,21 @@ from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import set_seed, to_float
-from fastcore.script import call_parse
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from timm.utils import ModelEmaV3
 
 # %% auto #0
 __all__ = ['RECIPES', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'Run', 'plan_run', 'EmaWeights',
-           'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'cosine_schedule', 'Autocast', 'test_metrics',
-           'predict_probs', 'read_metrics', 'stale_test_metrics', 'finished_metrics', 'train_run', 'find_lr',
-           'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'dogft_train', 'TrainConfig']
+           'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'EpochLines', 'cosine_schedule', 'Autocast',
+           'test_metrics', 'predict_probs', 'read_metrics', 'stale_test_metrics', 'finished_metrics', 'train_run',
+           'find_lr', 'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'TrainConfig']
 
 # %% ../nbs/03_train.ipynb #9be5812f
-from .core import DogftError, atomic_write, console_script, dogft_home, run_name, save_json, versions
-from .config import TrainConfig, config_options, cli_settings
+from .core import DogftError, atomic_write, dogft_home, run_name, save_json, versions, _duration
+from .config import TrainConfig
 from .data import default_data_dir, ensure_data, resolve_breeds
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl, split_table
-from .models import create_model, imagenet_zero_shot, model_data_config, resolve_weights, weights_info, count_params
+from .models import RandomInitWarning, create_model, imagenet_zero_shot, model_data_config, resolve_weights, weights_info, count_params
 from .strategies import apply_strategy, strategy_defaults, group_lrs, BN_POLICIES
 from .features import autocast_dtype, feature_dls, split_frozen
 _all_ = ['TrainConfig']  # where it has always been imported from
@@ -131,6 +130,8 @@ class Run:
 
     @property
     def device(self)->torch.device: return auto_device() if self.config.device == 'auto' else torch.device(self.config.device)
+    @property
+    def random_init(self)->bool: return self.config.weights == 'none'  # no pretrained features: said in the run's first and last lines
     def images(self, split:str)->list[str]: return self.split.path[self.split.split == split].tolist()
     def n_images(self)->dict: return {s: int((self.split.split == s).sum()) for s in ('train', 'val', 'test')}
     def with_config(self, config:TrainConfig)->Run:
@@ -138,17 +139,18 @@ class Run:
         return Run(config, self.data_dir, self.split)
 
 # %% ../nbs/03_train.ipynb #3c996e2e
-def _prepare_data(c:TrainConfig)->Path:
+def _prepare_data(c:TrainConfig, quiet:bool=True)->Path:
     "The processed data of run `c` (`dogft.data.ensure_data`), once its model and weights are known to exist."
     resolve_weights(c.model, c.weights)  # a misspelt model or missing weights fails before any data is prepared (or downloaded)
-    return ensure_data(c.data_dir, c.breeds, quiet=True)
+    return ensure_data(c.data_dir, c.breeds, quiet=quiet)
 
 def plan_run(config:TrainConfig|dict, # the run's settings
-             prepare:bool=True # prepare the data when missing; `False`: use `data_dir` as it is
+             prepare:bool=True, # prepare the data when missing; `False`: use `data_dir` as it is
+             quiet:bool=False # say nothing while preparing the data
             )->Run:
     "Resolve `config` and read the run's inputs once: its data folder and split table."
     c = resolve_config(config)
-    d = _prepare_data(c) if prepare else Path(c.data_dir) if c.data_dir else default_data_dir()
+    d = _prepare_data(c, quiet) if prepare else Path(c.data_dir) if c.data_dir else default_data_dir()
     return Run(c, Path(d), split_table(d))
 
 # %% ../nbs/03_train.ipynb #d994b4aa
@@ -169,16 +171,16 @@ def _run_model(run:Run, # the run
 # %% ../nbs/03_train.ipynb #f0252493
 def _build_loaders(run:Run, # a run whose model is built
                    model:nn.Module, # its model
-                   quiet:bool=False # no progress bars
+                   quiet:bool=False # no progress lines (building the image caches, caching features)
                   )->tuple: # the network to train, its loaders, and how they were made (`features`: `cached` or `none`, ...)
     "The learner's network and loaders for `run`: cached features of the frozen prefix, or images."
     c,dc,dev = run.config,run.data_config,run.device
     dls = get_dls(run.data_dir, dc, augment=c.augment, bs=c.batch_size, seed=c.seed, device=dev,
-                  channels_last=True, drop_last=False, verbose=False, table=run.split)
+                  channels_last=True, drop_last=False, verbose=not quiet, table=run.split)
     prefix,suffix = split_frozen(model) if c.cache_features else (nn.Sequential(), model)
     if not len(prefix): return model,dls,dict(features='none')
     t0 = time.time()
-    train_eval = get_test_dl(run.data_dir, dc, bs=64, device=dev, channels_last=True, split='train', verbose=False, table=run.split)
+    train_eval = get_test_dl(run.data_dir, dc, bs=64, device=dev, channels_last=True, split='train', verbose=not quiet, table=run.split)
     views = c.views if c.augment != 'none' else 1
     fdls = feature_dls(prefix, dls, train_eval, views=views, seed=c.seed, precision=c.precision, quiet=quiet)
     info = dict(features='cached', prefix=list(dict(prefix.named_children())), views=views,
@@ -291,10 +293,11 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
                  best:float=float('inf'), # lowest validation loss so far (resuming)
                  wait:int=0, # epochs since it was reached
                  start_epoch:int=0, # epochs already done
-                 quiet:bool=False # say nothing when stopping
+                 quiet:bool=False, # say nothing when stopping
+                 name:str|None=None # the run's name, to begin the line that says so
                 ):
         super().__init__(monitor='valid_loss', patience=patience, reset_on_fit=False)
-        self.best,self.start_wait,self.start_epoch,self.quiet = best,wait,start_epoch,quiet
+        self.best,self.start_wait,self.start_epoch,self.quiet,self.tag = best,wait,start_epoch,quiet,f'[{name}] ' if name else ''
     def before_fit(self):
         super().before_fit()
         self.wait = self.start_wait
@@ -302,8 +305,48 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
         TrackerCallback.after_epoch(self)
         self.wait = 0 if self.new_best else self.wait + 1
         if self.wait < self.patience: return
-        if not self.quiet: print(f'no lower validation loss since epoch {self.start_epoch + self.epoch + 1 - self.wait}: early stopping')
+        if not self.quiet: print(f"{self.tag}no lower validation loss since epoch {self.start_epoch + self.epoch + 1 - self.wait}: early stopping")
         raise CancelFitException()
+
+# %% ../nbs/03_train.ipynb #a1489fa1
+class EpochLines(Callback):
+    "One plain line per epoch — `[run] epoch 3/15: train loss 0.412, val loss 0.221, val acc 96.7% (4.1 s)` — and on a terminal a status line of the batches in between, with their rate and the time left."
+    order = Recorder.order + 6  # after `RunCheckpoint`, before early stopping may end the fit
+    def __init__(self, name:str, # the run's name, each line's prefix
+                 epochs:int, # epochs of the whole run
+                 start_epoch:int=0, # epochs already done (resuming)
+                 file=None, # where to write; default `sys.stdout`, looked up when the fit starts
+                 every:float=0.2 # on a terminal: seconds between two updates of the status line
+                ):
+        self.tag,self.epochs,self.start,self.file,self.every = f'[{name}]',epochs,start_epoch,file,every
+    def before_fit(self):
+        self.f = self.file or sys.stdout
+        self.tty,self.times,self.width = bool(getattr(self.f, 'isatty', lambda: False)()),[],0  # called: a bound `isatty` is always truthy
+    def before_epoch(self): self.t0 = self.last = time.monotonic()
+    @property
+    def ep(self)->int: return self.start + self.epoch + 1
+    def after_batch(self):
+        t = time.monotonic()
+        if not (self.tty and self.training) or t - self.last < self.every: return
+        self.last,n = t,self.iter + 1
+        rate = n/(t - self.t0)
+        per_epoch = sum(self.times)/len(self.times) if self.times else self.n_iter/rate  # an epoch's validation is not counted until one is done
+        left = (self.n_iter - n)/rate + per_epoch*(self.epochs - self.ep)
+        self._write(f"{self.tag} epoch {self.ep}/{self.epochs}: {n}/{self.n_iter} batches, {rate:.1f} batches/s, {_duration(left)} left")
+    def after_epoch(self):
+        v,dt = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])),time.monotonic() - self.t0
+        self.times.append(dt)
+        acc = f", val acc {v['valid_accuracy']:.1%}" if 'valid_accuracy' in v else ''
+        self._write(f"{self.tag} epoch {self.ep}/{self.epochs}: train loss {v['train_loss']:.3f}, val loss {v['valid_loss']:.3f}{acc} ({dt:.1f} s)", end='\n')
+    def after_fit(self):
+        if self.width: self._write('', end='\n')  # a status line left by an interrupted epoch
+    def _write(self, s:str, end:str=''):
+        if self.tty:  # `\r` and the line again, padded over the previous one; a status line cut to the terminal's width
+            if not end: s = s[:shutil.get_terminal_size().columns - 1]
+            self.f.write('\r' + s.ljust(self.width) + end)
+            self.width = 0 if end else len(s)
+        elif end: self.f.write(s + end)  # elsewhere only whole lines
+        self.f.flush()
 
 # %% ../nbs/03_train.ipynb #c04494ed
 def cosine_schedule(lrs:list[float], # peak learning rate of each parameter group
@@ -425,20 +468,48 @@ def _load_resume(run:Run # the run
     raise DogftError(f"{last} is a checkpoint of this run with other settings ({_key_diff(ck.get('key') or {}, run.key)}): "
                      f"pass resume=False (dogft-train --no-resume) to discard it and start over")
 
+# %% ../nbs/03_train.ipynb #95ce96ac
+def _shown(p:Path)->str:
+    "`p` as the run's lines name it: relative to the current directory when under it, else absolute."
+    p = Path(p).absolute()
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
+
+def _start_lines(run:Run)->list[str]:
+    "What a run says as it starts: that its weights are random (first, when so), what it trains, and where TensorBoard logs go."
+    c,n,tag = run.config,run.n_images(),f'[{run.name}]'
+    out = [f"{tag} random init (--weights none): no pretrained features" + (
+        "; freeze trains only the head on a random backbone: it cannot learn much" if c.strategy == 'freeze' else '')] if run.random_init else []
+    out.append(f"{tag} {c.strategy}, {c.epochs} epoch{'s' if c.epochs != 1 else ''} at lr {c.lr:.0e} ({c.recipe} recipe, batch {c.batch_size}) on {run.device.type}; "
+               f"{len(run.vocab)} breeds, {n['train']:,} training / {n['val']:,} validation / {n['test']:,} test images")
+    if c.tensorboard:
+        tb = run.paths['tensorboard']
+        out.append(f"{tag} tensorboard logs: {_shown(tb)}/ (view: tensorboard --logdir {_shown(tb.parent)})")
+    return out
+
+def _end_line(run:Run, m:dict)->str:
+    "The last line of a finished run: its test accuracy, best epoch, time, random init when so, and its metrics file."
+    return (f"[{run.name}] test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']} of {m['epochs_run']}, {_duration(m['train_seconds'])}"
+            + (' — random init' if run.random_init else '') + f"; wrote {_shown(run.paths['metrics'])}")
+
+
 # %% ../nbs/03_train.ipynb #a75186b7
 def _fit(learn:Learner, run:Run, lrs:list, st:dict, quiet:bool):
-    "Train the epochs of `run` that are left after `st['epoch']`, unless early stopping already ended it."
+    "Train the epochs of `run` that are left after `st['epoch']`, unless early stopping already ended it; a line per epoch unless `quiet`."
     c = run.config
     if st['epoch'] >= c.epochs or (c.patience and st['wait'] >= c.patience): return
-    with contextlib.ExitStack() as ctx:
-        if quiet: ctx.enter_context(learn.no_bar()); ctx.enter_context(learn.no_logging())
-        learn.fit(c.epochs - st['epoch'], lr=lrs, cbs=[cosine_schedule(lrs, st['epoch'], c.epochs)])
+    cbs = [cosine_schedule(lrs, st['epoch'], c.epochs)] + ([] if quiet else [EpochLines(run.name, c.epochs, st['epoch'])])
+    with learn.no_bar(), learn.no_logging(): learn.fit(c.epochs - st['epoch'], lr=lrs, cbs=cbs)
+
+def _home_relative(data_dir:Path, out_dir)->str:
+    "`data_dir` as a run records it: relative to the run's home (`out_dir`, else `dogft_home()`) when inside it, so results carry no machine path."
+    try: return Path(data_dir).resolve().relative_to(Path(out_dir or dogft_home()).resolve()).as_posix()
+    except ValueError: return str(Path(data_dir).resolve())
 
 def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt, counts:tuple)->dict:
     "The metrics file of `run`: settings, key, versions, history, best epoch, test metrics of its best weights (`model`), weights."
     c,ev,(total,trainable) = run.config,_evaluate(run, model),counts
     how = how | (dict(warm_start={k: v for k,v in run.warm.items() if k != 'best'}) if run.warm else {})
-    return dict(model=c.model, strategy=c.strategy, seed=c.seed, recipe=c.recipe, config=asdict(c) | dict(data_dir=str(run.data_dir.resolve())),
+    return dict(model=c.model, strategy=c.strategy, seed=c.seed, recipe=c.recipe, config=asdict(c) | dict(data_dir=_home_relative(run.data_dir, c.out_dir)),
                 key=run.key, versions=versions(), device=str(run.device), precision=str(dt).replace('torch.', '') if dt else 'float32',
                 test_precision='float32', params_total=total, params_trainable=trainable, trainable_pct=round(100*trainable/total, 3),
                 history=history, epochs_run=len(history), best_epoch=best['epoch'], best_val_loss=best['val_loss'],
@@ -448,26 +519,30 @@ def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt
                 training=how, weights=weights_info(model), test_predictions=ev['test_predictions'])
 
 def train_run(config:TrainConfig|dict|Run, # the run's settings, or the run planned (`plan_run`)
-              quiet:bool=False # no progress bars
+              quiet:bool=False # print nothing (a random init's `RandomInitWarning` aside)
              )->dict: # the metrics written to `results/metrics/{run}_results.json`
     "Train one model × strategy × seed and evaluate its best weights on the test split."
-    run = config if isinstance(config, Run) else plan_run(config)
+    say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
+    run = config if isinstance(config, Run) else plan_run(config, quiet=quiet)
     c = run.config
     if c.resume and (done := finished_metrics(run)) is not None:
-        if not quiet: print(f"{run.paths['metrics'].name} is finished with these settings: nothing to do (resume=False to train again)")
+        say(f"[{run.name}] finished with these settings: nothing to do (--no-resume, or resume=False, trains it again)")
         return done
+    for line in _start_lines(run): say(line)
     ck = _load_resume(run)
     if c.warm_start and c.strategy != 'freeze':  # resuming: the checkpoint says where it started; else (before seeding) the freeze run
         run.warm = (ck or {}).get('warm_start') or _warm_start(run, quiet)
     set_seed(c.seed, reproducible=True)
     start = ck['model'] if ck else torch.load(run.warm['best'], map_location='cpu', weights_only=False)['state_dict'] if run.warm else None
-    model,groups,counts = _run_model(run, start)
+    with warnings.catch_warnings():
+        if not quiet: warnings.simplefilter('ignore', RandomInitWarning)  # the first line said it
+        model,groups,counts = _run_model(run, start)
     net,dls,how = _build_loaders(run, model, quiet)
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     ema = EmaWeights(model, c.ema, state=st.get('ema')) if c.ema else None
     cbs = [RunCheckpoint(model, run, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'], ema=ema)]
     if ema: cbs.append(ema)
-    if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'], start_epoch=st['epoch'], quiet=quiet))
+    if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'], start_epoch=st['epoch'], quiet=quiet, name=run.name))
     if (dt := autocast_dtype(run.device, c.precision)) is not None: cbs.append(Autocast(run.device.type, dt))
     if c.tensorboard: cbs.append(_tensorboard(run.paths['tensorboard']))
     learn = _learner(run, net, dls, groups, cbs)
@@ -477,35 +552,34 @@ def train_run(config:TrainConfig|dict|Run, # the run's settings, or the run plan
     if ck:
         learn.opt.load_state_dict(ck['opt'])
         _set_rng_state(ck['rng'])
-        if not quiet: print(f"resuming {run.name} after epoch {st['epoch']} of {c.epochs}")
+        say(f"[{run.name}] resuming after epoch {st['epoch']} of {c.epochs}")
     _fit(learn, run, lrs, st, quiet)
     best = torch.load(run.paths['best'], map_location='cpu', weights_only=False)
     model.load_state_dict(best['state_dict'])
     m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts)  # the whole model, float32
     atomic_write(run.paths['history'], lambda p: pd.DataFrame(m['history']).to_csv(p, index=False))
     save_json(m, run.paths['metrics'])
-    if not quiet: print(f"{run.name}: test accuracy {m['test_acc']:.1%}, best epoch {m['best_epoch']}, "
-                        f"{m['train_seconds']:.0f} s; wrote {run.paths['metrics']}")
+    say(_end_line(run, m))
     return m
 
 # %% ../nbs/03_train.ipynb #b4b02ebb
 def _warm_start(run:Run, # a partial or full run
-                quiet:bool=False # no progress bars
+                quiet:bool=False # print nothing
                )->dict: # `run` (name), `seconds` (its training time), `best` (weights file)
     "The freeze run `run` starts from, trained first when it has not finished or its weights are gone."
     w = run.with_config(warm_start_config(run.config))
     m = finished_metrics(w)
     if m is None or not w.paths['best'].exists():
-        if not quiet: print(f"warm start: training {w.name} first")
+        if not quiet: print(f"[{run.name}] warm start: training its freeze run, {w.name}, first", flush=True)
         m = train_run(w.with_config(dataclasses.replace(w.config, resume=m is None)), quiet=quiet)  # finished but weightless: train it over
     return dict(run=w.name, seconds=m['train_seconds'], best=str(w.paths['best']))
 
 # %% ../nbs/03_train.ipynb #ba4f33fc
 def find_lr(config:TrainConfig|dict|Run, # the run's settings; its `lr` is only reported
-            quiet:bool=False # no progress bars
+            quiet:bool=False # print nothing
            )->dict: # `valley` and `slide` (fastai's suggestions), the run's `lr`, and the curve: `lrs`, `losses`
     "fastai's learning-rate finder on the learner run `config` would train; writes no run files."
-    run = config if isinstance(config, Run) else plan_run(config)
+    run = config if isinstance(config, Run) else plan_run(config, quiet=quiet)
     c = run.config
     run.warm = _warm_start(run, quiet) if c.warm_start and c.strategy != 'freeze' else None
     set_seed(c.seed, reproducible=True)
@@ -516,9 +590,8 @@ def find_lr(config:TrainConfig|dict|Run, # the run's settings; its `lr` is only 
     with tempfile.TemporaryDirectory() as tmp:  # lr_find saves and restores the weights under the learner's path
         learn = _learner(run, net, dls, groups, cbs, path=tmp)
         if net is model: model.to(memory_format=torch.channels_last)
-        with contextlib.ExitStack() as ctx:
-            if quiet: ctx.enter_context(learn.no_bar())
-            ctx.enter_context(warnings.catch_warnings())
+        if not quiet: print(f"[{run.name}] learning-rate finder: 100 steps of {c.batch_size} images, the learning rate from 1e-07 to 10", flush=True)
+        with learn.no_bar(), warnings.catch_warnings():
             warnings.filterwarnings('ignore', category=DeprecationWarning, module=r'fastai\.')  # fastai's own numpy 2 deprecations
             s = learn.lr_find(stop_div=False, suggest_funcs=(SuggestionMethod.Valley, SuggestionMethod.Slide), show_plot=False)
     return dict(valley=float(s.valley), slide=float(s.slide), lr=c.lr,
@@ -552,7 +625,7 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     data_dir,dev = _prepare_data(c),auto_device() if device == 'auto' else torch.device(device)
     df = split_table(data_dir)
     vocab = sorted(df.breed.unique())
-    cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=str(data_dir.resolve()))
+    cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=_home_relative(data_dir, out_dir))
     key = dict(model=model, strategy='zero-shot', weights=weights, split_sha256=df.attrs['sha256'])  # all an untrained head depends on
     path = run_paths(dataclasses.replace(c, strategy='zero-shot', seed=0))['metrics']
     if (old := read_metrics(path)) and old.get('key') == key: return old
@@ -570,10 +643,14 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
              train_seconds=0.0, eval_seconds=round(time.time() - t0, 2),
              training=dict(features='none', zero_shot=net.dogft_zero_shot), weights=weights_info(net), test_predictions=ev['test_predictions'])
     save_json(m, path)
-    if not quiet: print(f"{model} zero-shot ImageNet head: test accuracy {m['test_acc']:.1%}, validation {m['best_val_acc']:.1%}; wrote {path}")
+    if not quiet: print(f"[{model} zero-shot] the ImageNet head, untrained: test accuracy {m['test_acc']:.1%}, validation {m['best_val_acc']:.1%}; wrote {_shown(path)}")
     return m
 
 # %% ../nbs/03_train.ipynb #8ba31c3d
+def _random_note(m:dict)->str:
+    "` — random init` for a run that did not start from pretrained weights, for titles."
+    return ' — random init' if (m.get('weights') or {}).get('pretrained') is False else ''
+
 def plot_history(metrics:dict # a run's metrics
                 ):
     "Loss and accuracy per epoch, training and validation, with the best epoch marked."
@@ -584,7 +661,7 @@ def plot_history(metrics:dict # a run's metrics
         ax.plot(h.epoch, h[f'train_{k}'], 'o-', label='train'); ax.plot(h.epoch, h[f'val_{k}'], 'o-', label='validation')
         ax.axvline(metrics['best_epoch'], color='grey', ls=':', label='best epoch')
         ax.set_xlabel('epoch'); ax.set_title('loss' if k == 'loss' else 'accuracy'); ax.legend()
-    fig.suptitle(run_name(metrics['model'], metrics['strategy'], metrics['seed'], metrics.get('recipe', 'dogft')))
+    fig.suptitle(run_name(metrics['model'], metrics['strategy'], metrics['seed'], metrics.get('recipe', 'dogft')) + _random_note(metrics))
     fig.tight_layout()
     return fig
 
@@ -597,20 +674,6 @@ def plot_confusion(metrics:dict # a run's metrics
     fig,ax = plt.subplots(figsize=(4.8, 4.2))
     ConfusionMatrixDisplay(np.array(metrics['confusion_matrix']), display_labels=metrics['class_names']).plot(
         ax=ax, xticks_rotation=45, colorbar=False)
-    ax.set_title(f"test accuracy {metrics['test_acc']:.1%}")
+    ax.set_title(f"test accuracy {metrics['test_acc']:.1%}" + _random_note(metrics))
     fig.tight_layout()
     return fig
-
-# %% ../nbs/03_train.ipynb #b02cd858
-@call_parse
-@console_script
-@config_options(TrainConfig)
-def dogft_train(*, lr_find:bool=False, # only run fastai's learning-rate finder on this run's learner and print its suggestions
-                **settings):
-    "Train one run (model × strategy × seed) and write its metrics JSON and best checkpoint."
-    config = TrainConfig(**cli_settings(settings, TrainConfig))
-    if not lr_find: return train_run(config)
-    found = find_lr(config)
-    print(f"learning-rate finder, {run_name(config.model, config.strategy, config.seed, config.recipe)}: valley {found['valley']:.1e}, "
-          f"slide {found['slide']:.1e} (the recipe's lr: {found['lr']:.1e}); nothing trained")
-    return found

@@ -1,5 +1,5 @@
 "One declaration of a run's settings: `TrainConfig`'s fields are the options of `dogft-train` and `dogft-run-all` and the train notebook's parameters."
-import json, os, subprocess, sys, textwrap
+import json, os, subprocess, sys, textwrap, tomllib
 from pathlib import Path
 
 from dogft.config import SET_ONLY, TrainConfig, params_cell
@@ -37,11 +37,11 @@ def test_a_new_field_reaches_both_commands_and_the_notebook_cell(tmp_path):
         from fastcore.script import anno_parser
         from dogft.config import cli_settings, params_cell
         out = {}
-        for name, f in (('train', dogft.train.dogft_train), ('run_all', dogft.run_all.dogft_run_all)):
+        for name, f in (('train', dogft.run_all.dogft_train), ('run_all', dogft.run_all.dogft_run_all)):
             p = anno_parser(f.__wrapped__)
             out[name] = dict(help=p.format_help(), parsed=cli_settings(
                 {k: v for k, v in vars(p.parse_args(['--mixup', '0.3', '--set', 'ema=0.5'])).items() if k not in ('pdb', 'xtra', 'lr_find',
-                 'models', 'strategies', 'seeds', 'force', 'notebook', 'skip_followups')}, wider.Wider))
+                 'models', 'strategies', 'seeds', 'source', 'force', 'notebook', 'skip_followups')}, wider.Wider))
         out['cell'] = params_cell(wider.Wider)
         out['set'] = cli_settings(dict(set=['mixup=0.2']), wider.Wider)
         print(json.dumps(out))
@@ -67,7 +67,7 @@ def test_help_shows_the_guide_options_and_set():
     guide = ['--epochs', '--lr', '--batch-size', '--img-size', '--weights', '--device', '--breeds', '--data-dir', '--out-dir',
              '--no-resume', '--tensorboard', '--recipe', '--no-warm-start', '--no-cache-features', '--set KEY=VALUE']
     for cmd, own in (('dogft-train', ['--model', '--strategy', '--seed', '--lr-find']),
-                     ('dogft-run-all', ['--models', '--strategies', '--seeds', '--force', '--notebook', '--skip-followups'])):
+                     ('dogft-run-all', ['--models', '--strategies', '--seeds', '--source', '--force', '--notebook', '--skip-followups'])):
         h = _help(cmd)
         for o in guide + own: assert f'{o} ' in h or h.rstrip().endswith(o), (cmd, o)
         for k in SET_ONLY: assert f"--{k.replace('_', '-')} " not in h and k in h, (cmd, k)  # a `--set` key, named in its help
@@ -75,20 +75,23 @@ def test_help_shows_the_guide_options_and_set():
     assert h.index('--model ') < h.index('--epochs ') < h.index('--device ') < h.index('--set ')  # the guide's order
 
 
-def test_run_all_imports_no_torch(tmp_path):
-    "`import dogft.run_all` and `dogft-run-all --help` load no torch."
-    r = subprocess.run([sys.executable, '-c', "import dogft.run_all, sys; print('torch' in sys.modules)"], capture_output=True, text=True)
-    assert r.stdout.strip() == 'False', r.stderr
-    (tmp_path/'help.py').write_text(textwrap.dedent('''
-        import sys
-        sys.argv = ['dogft-run-all', '--help']
-        from dogft.run_all import dogft_run_all
-        try: dogft_run_all()
-        except SystemExit: pass
-        print('torch' in sys.modules, 'timm' in sys.modules)
-        '''))
-    r = subprocess.run([sys.executable, 'help.py'], cwd=tmp_path, capture_output=True, text=True)
-    assert '--set KEY=VALUE' in r.stdout and r.stdout.strip().splitlines()[-1] == 'False False', r.stdout[-2000:] + r.stderr[-2000:]
+def test_help_imports_neither_torch_nor_papermill(tmp_path):
+    "`import dogft.run_all`, and `--help` of `dogft-train` and `dogft-run-all` as their console scripts run it, load neither torch nor papermill."
+    r = subprocess.run([sys.executable, '-c', "import dogft.run_all, sys; print('torch' in sys.modules, 'papermill' in sys.modules)"], capture_output=True, text=True)
+    assert r.stdout.strip() == 'False False', r.stderr
+    scripts = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']['scripts']
+    for cmd in ('dogft-train', 'dogft-run-all'):
+        mod, func = scripts[cmd].split(':')
+        (tmp_path/'help.py').write_text(textwrap.dedent(f"""
+            import sys
+            sys.argv = [{cmd!r}, '--help']
+            from {mod} import {func}
+            try: {func}()
+            except SystemExit: pass
+            print(sorted({{'torch', 'timm', 'fastai', 'papermill', 'nbformat'}} & set(sys.modules)))
+            """))
+        r = subprocess.run([sys.executable, 'help.py'], cwd=tmp_path, capture_output=True, text=True)
+        assert '--set KEY=VALUE' in r.stdout and r.stdout.strip().splitlines()[-1] == '[]', (cmd, r.stdout[-2000:] + r.stderr[-2000:])
 
 
 def test_bad_set_is_one_line(tmp_path):

@@ -27,9 +27,10 @@ def home(tmp_path):
 
 
 def run_cli(home, *args, timeout=300):
-    "Run `dogft-run-all` with `$DOGFT_HOME=home` (never a test runner's `IN_TEST`, never the shared data set)."
-    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
-    env.update(DOGFT_HOME=str(home), DOGFT_SHARED_DATA='none', HF_HUB_OFFLINE='1')
+    "Run `dogft-run-all` with `$DOGFT_HOME=home` and a temp folder of its own in it (never a test runner's `IN_TEST`, never the shared data set)."
+    env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'DOGFT_SOURCE')}
+    (home/'tmp').mkdir(exist_ok=True)
+    env.update(DOGFT_HOME=str(home), DOGFT_SHARED_DATA='none', HF_HUB_OFFLINE='1', TMPDIR=str(home/'tmp'))
     return subprocess.run([CMD, *map(str, args)], cwd=home, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -72,24 +73,40 @@ def test_failed_run_exit_1(home):
 
 
 @pytest.mark.skipif(not (has_train and real_nb.exists()), reason='dogft.train / nbs/03_train.ipynb are not there yet')
-def test_real_train_notebook_tiny_run(home):
-    "One tiny real run of 03_train.ipynb (random init, 1 epoch, 64 px): outputs in place; run again, it is skipped; `--force` trains again."
-    extra = []
-    args = ['--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', 1, '--epochs', 1, '--weights', 'none',
-            '--img-size', 64, '--batch-size', 8, '--device', 'cpu', '--breeds', BREEDS, '--skip-followups', *extra]
+def test_real_train_notebook_tiny_run(tmp_path):
+    "In an empty home, one command prepares the data (`--source`) and makes one tiny real run of 03_train.ipynb (random init, 1 epoch, 64 px), its log a story; run again, it is skipped; `--force` trains again."
+    home = tmp_path
+    make_fake_stanford(home/'src', BREEDS.split(','), n=10)
+    args = ['--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', 1, '--epochs', 1, '--weights', 'none', '--source', home/'src',
+            '--img-size', 64, '--batch-size', 8, '--device', 'cpu', '--breeds', BREEDS, '--skip-followups']
     r = run_cli(home, *args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout.splitlines()
+    assert out[0].startswith('dogft-run-all: 1 run, efficientnet_lite0 × freeze × seed 1, in ') and out[1] == 'data: data/processed is missing: preparing it', out
+    assert any(l.startswith('data: prepared in ') and l.endswith('data/processed, 20 images of 2 breeds') for l in out), out
+    assert out[-1].startswith('dogft-run-all: done in ') and out[-1].endswith(': 1 ran, 0 skipped, 0 failed'), out[-1]
     assert (home/'results'/'runs'/'efficientnet_lite0__freeze__s1.ipynb').exists()
     assert not list((home/'results'/'runs').glob('*.failed.ipynb')) and not list((home/'results'/'runs').glob('.*'))
     m = json.loads((home/'results'/'metrics'/'efficientnet_lite0_freeze_s1_results.json').read_text())
     assert (m['model'], m['strategy'], m['seed']) == ('efficientnet_lite0', 'freeze', 1)
     assert (home/'models'/'efficientnet_lite0_freeze_s1_best.pth').exists()
-    assert '1 runs: 1 ran, 0 skipped, 0 failed' in r.stdout
+    assert '1 run: 1 ran, 0 skipped, 0 failed' in r.stdout
+    out = r.stdout.splitlines()  # the log tells the story: the run's start line, its epochs streamed from the kernel, indented, its end
+    start = out.index('[1/1] efficientnet_lite0_freeze_s1: training, left: estimating (not timed yet: efficientnet_lite0 freeze)')
+    end = next(i for i, l in enumerate(out) if l.startswith('[1/1] efficientnet_lite0_freeze_s1: ran in '))
+    inner = out[start + 1:end]
+    assert inner[0] == '    [efficientnet_lite0_freeze_s1] random init (--weights none): no pretrained features; freeze trains only the head on a random backbone: it cannot learn much', inner
+    assert any(l.startswith('    [efficientnet_lite0_freeze_s1] epoch 1/1: train loss ') for l in inner), inner
+    assert 'random init' in out[end] and 'test accuracy' in out[end], out[end]
+    assert '\r' not in r.stdout and '<NA>' not in r.stdout and 'KeyboardInterrupt' not in r.stdout + r.stderr, r.stdout + r.stderr
+    litter = [p.name for p in (home/'tmp').iterdir() if not p.name.startswith('torchinductor_')]  # torch's own cache folder aside
+    assert not litter and {p.name for p in home.iterdir()} == {'src', 'data', 'results', 'models', 'tmp'}, litter  # nothing written elsewhere
     r = run_cli(home, *args)
     assert r.returncode == 0, r.stderr
-    assert '1 runs: 0 ran, 1 skipped, 0 failed' in r.stdout, r.stdout
+    assert '1 run: 0 ran, 1 skipped, 0 failed' in r.stdout and 'finished before, skipped (test accuracy ' in r.stdout, r.stdout
+    assert 'preparing' not in r.stdout and 'data: data/processed, 20 images of 2 breeds' in r.stdout.splitlines()  # the data is there now
     metrics = home/'results'/'metrics'/'efficientnet_lite0_freeze_s1_results.json'
     before = metrics.stat().st_mtime_ns
     r = run_cli(home, *args, '--force')
-    assert r.returncode == 0 and '1 runs: 1 ran, 0 skipped, 0 failed' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and '1 run: 1 ran, 0 skipped, 0 failed' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert metrics.stat().st_mtime_ns != before, '--force must train again, not return the finished metrics'

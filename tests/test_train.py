@@ -81,7 +81,7 @@ def test_kill_and_resume(tiny, tmp_path):
     assert 2 <= done < 6 and not run_paths(cfg)['metrics'].exists()
     out = subprocess.run(_train_cli(cfg, '--augment', 'none'), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert f'resuming efficientnet_lite0_full_s42 after epoch {done} of 6' in out.stdout
+    assert f'[efficientnet_lite0_full_s42] resuming after epoch {done} of 6' in out.stdout
     m = json.loads(run_paths(cfg)['metrics'].read_text())
     assert [h['epoch'] for h in m['history']] == list(range(1, 7))
 
@@ -95,6 +95,25 @@ def test_checkpoint_of_another_configuration_is_refused(tiny, tmp_path):
     assert m['config']['lr'] == 1e-3 and len(m['history']) == 1
     m = train_run(_cfg(tiny, tmp_path, strategy='full', epochs=1, cache_features=False, lr=3e-3), quiet=True)
     assert m['config']['lr'] == 3e-3  # the checkpoint left by a finished run of other settings is discarded, not refused
+
+def test_cli_output_is_a_story_in_lines(tiny, tmp_path):
+    "Written to a pipe, `dogft-train` says what it trains (random weights first), the feature caching, a line per epoch and its result, with no `\\r`; run again, that there is nothing to do and which flag trains again."
+    cfg = _cfg(tiny, tmp_path, epochs=2)
+    r = subprocess.run(_train_cli(cfg, '--weights', 'none'), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout.splitlines()
+    assert '\r' not in r.stdout and 'RandomInitWarning' not in r.stderr, r.stdout + r.stderr  # said once, in words, not as a Python warning
+    tag = '[efficientnet_lite0_freeze_s42]'
+    assert out[0] == f'{tag} random init (--weights none): no pretrained features; freeze trains only the head on a random backbone: it cannot learn much'
+    assert out[1].startswith(f'{tag} freeze, 2 epochs at lr 1e-03 (dogft recipe, batch 8) on ') and out[1].endswith('3 breeds, 24 training / 6 validation / 6 test images'), out[1]
+    epochs = [i for i, l in enumerate(out) if l.startswith(f'{tag} epoch ')]
+    caching = [i for i, l in enumerate(out) if l.startswith('caching features of 24 training images × 4 views, 6 validation and 6 test images')]
+    assert len(epochs) == 2 and caching and caching[-1] < epochs[0], out
+    assert out[epochs[0]].startswith(f'{tag} epoch 1/2: train loss ') and ', val acc ' in out[epochs[0]], out[epochs[0]]
+    assert out[-1].startswith(f'{tag} test accuracy ') and out[-1].endswith(f"s — random init; wrote {run_paths(cfg)['metrics']}"), out[-1]
+    r = subprocess.run(_train_cli(cfg, '--weights', 'none'), capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f'{tag} finished with these settings: nothing to do (--no-resume, or resume=False, trains it again)\n', r.stdout
+
 
 def test_cli_bad_input_is_one_line(tiny, tmp_path):
     out = subprocess.run(_train_cli(_cfg(tiny, tmp_path, strategy='half')), capture_output=True, text=True)
@@ -122,11 +141,14 @@ def test_notebook_parameters_are_the_config_fields():
     from dogft.run_all import notebook_params, train_notebook
     assert set(notebook_params(train_notebook())) == {f.name for f in dataclasses.fields(TrainConfig)}
 
-def test_tensorboard_logging(tiny, tmp_path):
+def test_tensorboard_logging(tiny, tmp_path, capsys):
+    "With `tensorboard`, the run logs its curves in results/tensorboard/<run>/ and its first lines say where, and how to look at them."
     pytest.importorskip('tensorboard')
     cfg = _cfg(tiny, tmp_path, epochs=1, tensorboard=True)
-    train_run(cfg, quiet=True)
+    train_run(cfg)
     assert list(run_paths(cfg)['tensorboard'].rglob('events.out.tfevents.*'))
+    tb = run_paths(cfg)['tensorboard']
+    assert f"[efficientnet_lite0_freeze_s42] tensorboard logs: {tb}/ (view: tensorboard --logdir {tb.parent})" in capsys.readouterr().out.splitlines()[:3]
 
 
 def test_seed_recipe_run(tiny, tmp_path):
