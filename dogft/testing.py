@@ -121,6 +121,7 @@ def make_fake_run(root, # root of `results/` and `models/`
     from .models import RandomInitWarning, create_model, model_data_config
     root,names = Path(root),sorted(read_split(data_dir).breed.unique())
     if net is None:
+        torch.manual_seed(seed)  # the same untrained network every time: tests of the export gate must not depend on the draw
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RandomInitWarning)
             net = create_model(model, len(names), weights='none')
