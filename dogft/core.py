@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #09685a04
 from __future__ import annotations
-import functools, hashlib, importlib.metadata, json, os, platform, shutil, sys, tempfile, time
+import contextlib, functools, hashlib, importlib.metadata, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +14,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['VERSIONED', 'META_FORMAT', 'META_REQUIRED', 'DogftError', 'NothingToDo', 'console_script', 'dogft_home', 'run_name',
-           'atomic_write', 'save_json', 'sha256_file', 'versions', 'to_rgb', 'encode_metadata', 'decode_metadata',
-           'progress']
+           'atomic_write', 'save_json', 'LockedError', 'held_lock', 'sha256_file', 'versions', 'to_rgb',
+           'encode_metadata', 'decode_metadata', 'progress']
 
 # %% ../nbs/00_core.ipynb #41a12f22
 class DogftError(Exception):
@@ -95,6 +95,48 @@ def save_json(obj, # JSON-able, numpy and torch values included
              )->Path:
     "Write `obj` as indented JSON, atomically."
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=_json_default)))
+
+# %% ../nbs/00_core.ipynb #017f2f98
+class LockedError(DogftError):
+    "Another process holds the lock on what this one was about to change."
+
+# %% ../nbs/00_core.ipynb #a1d11134
+_HELD = {}  # lock files this process holds → how many `held_lock` blocks hold each
+
+def _try_lock(f)->bool:
+    "Take an exclusive lock on the open file `f` without waiting; whether it was free."
+    try:
+        if os.name == 'nt': import msvcrt; msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else: import fcntl; fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError: return False
+
+@contextlib.contextmanager
+def held_lock(path:Path, # the lock file (created if missing, left behind empty)
+              what:str, # what the lock guards, for the message: 'the run efficientnet_lite0_freeze_s42'
+              wait:float=0. # seconds to wait for another holder before giving up
+             ):
+    "Hold an exclusive lock on `path` during the block; if another process holds it for `wait` s, raise `LockedError` naming it."
+    path = Path(path).absolute()
+    if path in _HELD:  # this process holds it already (a step inside a step): nothing to take
+        _HELD[path] += 1
+        try: yield path
+        finally: _HELD[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a+') as f:  # closing the file releases the lock
+        deadline = time.monotonic() + wait
+        while not _try_lock(f):
+            if time.monotonic() >= deadline:
+                f.seek(0); holder = f.read().strip() or 'another process'
+                raise LockedError(f"{what} is in use by {holder}: let it finish (or stop it), then run this again (lock file: {path})")
+            time.sleep(0.1)
+        f.seek(0); f.truncate(); f.write(f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"); f.flush()
+        _HELD[path] = 1
+        try: yield path
+        finally:
+            del _HELD[path]
+            f.seek(0); f.truncate(); f.flush()
 
 # %% ../nbs/00_core.ipynb #7982f61c
 def sha256_file(path:Path, # a file of any size
