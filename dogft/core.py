@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #09685a04
 from __future__ import annotations
-import contextlib, functools, hashlib, importlib.metadata, json, os, platform, shutil, sys, tempfile, time
+import contextlib, errno, functools, hashlib, importlib.metadata, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,9 +33,19 @@ def _running_as_cli(command)->bool:
     # `is_cli(f)` compares the running command with `f.__wrapped__`: `call_parse` was given `command` itself
     return script is not None and script.is_cli(SimpleNamespace(__wrapped__=command))
 
+def _os_error_message(e:OSError)->str|None:
+    "One line for an `OSError` the user can fix (no permission, a read-only file system, a full disk), naming the path; else `None`."
+    where = e.filename if e.filename is not None else 'a file it had to write'
+    if e.errno == errno.EROFS: return f"{where} is on a read-only file system: set DOGFT_HOME to a folder you can write"
+    if isinstance(e, PermissionError):
+        return f"no permission to use {where} ({e.strerror}): set DOGFT_HOME to a folder you can write, or fix its permissions"
+    if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)):
+        return f"no space left on the disk of {where} ({e.strerror}): free some space, or set DOGFT_HOME to a folder on another disk"
+    return None
+
 def console_script(f # a command's function, decorated with `call_parse` above this decorator
                   ):
-    "Run `f`; as a command, a `DogftError` becomes `{prog}: error: {message}` on stderr and exit status 2."
+    "Run `f`; as a command, a `DogftError` becomes `{prog}: error: {message}` on stderr (exit status 2), and so does a read-only or full disk (exit status 1)."
     prog = f.__name__.replace('_', '-')
     @functools.wraps(f)
     def _run(*args, **kwargs):
@@ -44,6 +54,10 @@ def console_script(f # a command's function, decorated with `call_parse` above t
             if not _running_as_cli(_run): raise
             print(f"{prog}: error: {e}", file=sys.stderr)
             sys.exit(e.exit_status)
+        except OSError as e:  # the environment, not the input: said in one line, with the path and the fix
+            if not _running_as_cli(_run) or (msg := _os_error_message(e)) is None: raise
+            print(f"{prog}: error: {msg}", file=sys.stderr)
+            sys.exit(1)
     return _run
 
 # %% ../nbs/00_core.ipynb #c824619a

@@ -1,5 +1,5 @@
 "End-to-end tests of the data layer: the `dogft-data` console script, tar sources, downloads (all offline)."
-import io, os, sys, shutil, tarfile, threading, subprocess, hashlib, time
+import io, json, os, sys, shutil, socket, tarfile, threading, subprocess, hashlib, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -8,7 +8,8 @@ from PIL import Image
 
 from dogft.core import DogftError
 from dogft.testing import make_fake_stanford, make_image
-from dogft.data import prepare_data, read_split, ensure_data, download, shared_stanford_dogs, split_sizes, SPLITS, SPLIT_FRACS
+from dogft.core import held_lock
+from dogft.data import prepare_data, read_split, ensure_data, download, shared_stanford_dogs, split_sizes, SPLITS, SPLIT_FRACS, MAX_IMAGE_BYTES
 
 CLI = Path(sys.executable).parent/'dogft-data'
 
@@ -95,7 +96,7 @@ def test_cli_folder_rerun_force_and_breeds(tmp_path, fake_src):
     r = run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer,pug', '--seed', '1', '--split', '50,25,25', home=home)
     assert r.returncode == 0 and 'split changed (70/15/15 -> 50/25/25)' in r.stdout and 'split 50/25/25' in r.stdout, r.stdout
     assert set(check_split(d, fracs=(0.5, 0.25, 0.25)).sha256) == set(df3.sha256)
-    assert not [p for p in (home/'data').iterdir() if p.name.startswith('.')]  # no temporary folders left
+    assert [p.name for p in (home/'data').iterdir() if p.name.startswith('.')] == ['.processed.lock']  # no temporary folders left
 
 
 def test_cli_errors_are_one_line(tmp_path, fake_src):
@@ -200,6 +201,136 @@ def test_ensure_data(tmp_path, fake_src):
     mt = (d/'split.csv').stat().st_mtime_ns
     assert ensure_data(d, 'beagle') == d and (d/'split.csv').stat().st_mtime_ns == mt  # any source will do
     with pytest.raises(DogftError): read_split(tmp_path/'nothing')
+
+
+# ---------------------------------------------------------------- hostile folders, split sizes, integrity, locks (issue 26)
+
+def test_only_regular_files_are_read(tmp_path):
+    "Links (to /dev/zero, a system file, an image), a FIFO, a socket, a sub-folder, a hidden and an oversized file: listed, never read, no hang."
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer'), n=10)
+    b = src/'n02088364-beagle'
+    (b/'zero.jpg').symlink_to('/dev/zero')
+    (b/'passwd.jpg').symlink_to('/etc/passwd')
+    (b/'alias.jpg').symlink_to(b/'n02088364_0.jpg')
+    os.mkfifo(b/'pipe.jpg')
+    sock = socket.socket(socket.AF_UNIX); sock.bind(str(b/'sock.jpg'))
+    (b/'more').mkdir(); (b/'more'/'x.jpg').write_bytes(make_image(seed=50))
+    (b/'.hidden.jpg').write_bytes(make_image(seed=51))
+    with open(b/'huge.jpg', 'wb') as f: f.truncate(MAX_IMAGE_BYTES + 1)  # sparse: nothing written to disk
+    home = tmp_path/'home'; home.mkdir()
+    try: r = run_cli('--source', str(src), '--breeds', 'beagle,boxer', home=home, timeout=60)  # a FIFO read would hang here
+    finally: sock.close()
+    assert r.returncode == 0, r.stderr
+    d = home/'data'/'processed'
+    check_split(d, 20)
+    assert not list((home/'data').glob('.processed.tmp-*'))
+    bad = pd.read_csv(d/'bad_files.csv').set_index('source')
+    expected = {'zero.jpg': ('unsafe', 'a symlink: dogft reads only regular files'), 'passwd.jpg': ('unsafe', 'a symlink'),
+                'alias.jpg': ('unsafe', 'a symlink'), 'pipe.jpg': ('unsafe', 'a FIFO (named pipe), not a file'),
+                'sock.jpg': ('unsafe', 'a socket'), 'more': ('skipped', 'a folder'), '.hidden.jpg': ('skipped', 'a hidden file'),
+                'huge.jpg': ('bad', f'too large: {MAX_IMAGE_BYTES + 1:,} bytes')}
+    assert sorted(bad.index) == sorted(f'n02088364-beagle/{n}' for n in expected)
+    for n,(kind,why) in expected.items():
+        row = bad.loc[f'n02088364-beagle/{n}']
+        assert row.kind == kind and row.reason.startswith(why), (n, row.to_dict())
+    assert f'skipped {len(expected)} file(s)' in r.stdout
+
+
+def test_breed_folder_link_refused_source_link_followed(tmp_path):
+    "A breed folder that is a symlink is refused with the fix; the source itself may be a link to a folder."
+    real = make_fake_stanford(tmp_path/'real', breeds=('beagle', 'boxer'), n=10)
+    src = tmp_path/'src'; src.mkdir()
+    (src/'n02088364-beagle').symlink_to(real/'n02088364-beagle')
+    shutil.copytree(real/'n02108089-boxer', src/'n02108089-boxer')
+    home = tmp_path/'home'; home.mkdir()
+    assert_one_line_error(run_cli('--source', str(src), '--breeds', 'beagle,boxer', home=home), 'n02088364-beagle is a symlink', '--source')
+    (tmp_path/'link').symlink_to(real)
+    check_split(prepare_data(tmp_path/'link', 'beagle,boxer', tmp_path/'out', quiet=True), 20)
+
+
+def test_tar_hidden_member_is_listed_not_read(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle',), n=8)
+    tar = make_tar(tmp_path/'images.tar', src, extra=[(_ti('Images/n02088364-beagle/._n02088364_0.jpg', size=4), b'\x00\x05\x16\x07'),
+                                                      (_ti('Images/n02088364-beagle/pipe.jpg', tarfile.FIFOTYPE), None)])
+    d = prepare_data(tar, 'beagle', tmp_path/'out', quiet=True)
+    check_split(d, 8)
+    bad = pd.read_csv(d/'bad_files.csv')
+    assert bad[['source', 'kind']].values.tolist() == [['Images/n02088364-beagle/._n02088364_0.jpg', 'skipped'], ['Images/n02088364-beagle/pipe.jpg', 'unsafe']]
+
+
+def test_bad_files_csv_is_the_same_every_run(tmp_path, fake_src):
+    "The skipped-files report names files by path and carries no memory addresses, so two builds write the same bytes."
+    (fake_src/'n02088364-beagle'/'notes.jpg').write_bytes(b'not an image')  # Pillow's message for it names a BytesIO by its address
+    home = tmp_path/'home'; home.mkdir()
+    assert run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer', home=home).returncode == 0
+    first = (home/'data'/'processed'/'bad_files.csv').read_bytes()
+    assert run_cli('--source', str(fake_src), '--breeds', 'beagle,boxer', '--force', home=home).returncode == 0
+    assert (home/'data'/'processed'/'bad_files.csv').read_bytes() == first
+    assert b' at 0x' not in first and b'notes.jpg,beagle,bad,cannot decode: UnidentifiedImageError: cannot identify image file\n' in first
+    assert (prepare_data(fake_src, 'beagle,boxer', tmp_path/'again', quiet=True)/'bad_files.csv').read_bytes() == first
+
+
+def test_every_breed_in_every_split(tmp_path):
+    "A breed with too few images for the shares is refused, naming it, its count and the count needed; nothing is written."
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle',), n=10)
+    make_fake_stanford(src, breeds=('pug',), n=2, seed=1)
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--source', str(src), '--breeds', 'beagle,pug', home=home)
+    assert_one_line_error(r, 'too few usable images for a 70/15/15 split', 'needs 4 per breed', 'pug has 2', '--breeds', '--split')
+    assert not (home/'data'/'processed').exists() and not list((home/'data').glob('.processed.tmp-*'))
+    with pytest.raises(DogftError, match='needs 3 per breed .* pug has 2'): prepare_data(src, 'beagle,pug', tmp_path/'p', split='50,25,25', quiet=True)
+    (src/'n02110958-pug'/'extra.jpg').write_bytes(make_image(seed=77))  # 3 pugs: enough for 50/25/25, not for 70/15/15
+    df = check_split(prepare_data(src, 'beagle,pug', tmp_path/'p', split='50,25,25', quiet=True), 13, fracs=(0.5, 0.25, 0.25))
+    assert (pd.crosstab(df.breed, df.split) > 0).all().all() and set(df.split) == set(SPLITS)
+    with pytest.raises(DogftError, match='pug has 3'): prepare_data(src, 'beagle,pug', tmp_path/'q', quiet=True)
+
+
+def test_damaged_folder_is_never_up_to_date(tmp_path, fake_src):
+    "A truncated or edited split.csv, or a missing image: readers refuse it with the fix, dogft-data rebuilds it and says why."
+    home = tmp_path/'home'; home.mkdir()
+    args = ('--source', str(fake_src), '--breeds', 'beagle,boxer')
+    assert run_cli(*args, home=home).returncode == 0
+    d = home/'data'/'processed'
+    csv, df = d/'split.csv', read_split(d)
+    whole = csv.read_bytes()
+    stamp = json.loads((d/'stamp.json').read_text())
+    assert (stamp['n_images'], stamp['split_sha256']) == (31, hashlib.sha256(whole).hexdigest())
+    def damaged(why):
+        with pytest.raises(DogftError, match=why): read_split(d)
+        with pytest.raises(DogftError, match='dogft-data --force'): ensure_data(d)
+        r = run_cli(*args, home=home)
+        assert r.returncode == 0 and 'up to date' not in r.stdout, r.stdout
+        assert r.stdout.startswith('rebuilding data/processed: '), r.stdout
+        assert csv.read_bytes() == whole
+        pd.testing.assert_frame_equal(read_split(d), df)
+        return r.stdout.splitlines()[0]
+    csv.write_bytes(whole[:len(whole)*2//3])  # truncated
+    line = damaged('does not match its stamp')
+    assert 'split.csv does not match its stamp (' in line and 'rows, expected 31)' in line, line
+    csv.write_bytes(whole.replace(b',train,', b',val,', 1))  # edited, as many rows
+    assert 'its rows were edited' in damaged('its rows were edited')
+    (d/df.path[0]).unlink()  # an image gone
+    assert '1 image(s) listed in split.csv are missing' in damaged('1 image\\(s\\) listed in split.csv are missing')
+    # a stamp from before this check: still read, rebuilt once by dogft-data
+    del stamp['split_sha256']; (d/'stamp.json').write_text(json.dumps(stamp))
+    pd.testing.assert_frame_equal(read_split(d), df)
+    r = run_cli(*args, home=home)
+    assert r.returncode == 0 and 'its stamp is from an older dogft' in r.stdout, r.stdout
+    assert 'up to date' in run_cli(*args, home=home).stdout
+
+
+def test_one_rebuild_at_a_time(tmp_path, fake_src):
+    "While another process holds the data folder's lock, dogft-data waits a little, then stops naming the holder's pid."
+    home = tmp_path/'home'; home.mkdir()
+    with held_lock(home/'data'/'.processed.lock', 'the data folder'):
+        t0 = time.time()
+        r = run_cli('--source', str(fake_src), '--breeds', 'beagle', home=home)
+        assert time.time() - t0 >= 4  # it waited LOCK_WAIT (5 s) before giving up
+    assert_one_line_error(r, 'the data folder data/processed is in use by pid', f'pid {os.getpid()} on ', 'then run this again')
+    assert not (home/'data'/'processed').exists()
+    r = run_cli('--source', str(fake_src), '--breeds', 'beagle', home=home)
+    assert r.returncode == 0, r.stderr
+    check_split(home/'data'/'processed', 17)
 
 
 # ---------------------------------------------------------------- downloads over HTTP (local server)
