@@ -18,12 +18,12 @@ from fastcore.script import call_parse
 __all__ = ['OPSET', 'QUANT', 'LIMITS', 'list_runs', 'pick_run', 'load_run_model', 'export_data_config', 'eval_images',
            'normalize', 'onnx_opset', 'simplify_onnx', 'set_metadata', 'export_onnx', 'quantize_int8', 'torch_threads',
            'ort_session', 'engines', 'logits_of', 'latency', 'gate', 'ExportGateError', 'run_data_dir', 'machine',
-           'export_model', 'show_report', 'dogft_export']
+           'export_paths', 'export_info', 'install_file', 'export_model', 'show_report', 'dogft_export']
 
 # %% ../nbs/05_export.ipynb #e72f0f7e
 import dogft
-from .core import (DogftError, NothingToDo, console_script, decode_metadata, dogft_home, encode_metadata, save_json, sha256_file,
-                        versions)
+from .core import (DogftError, NothingToDo, atomic_write, console_script, decode_metadata, dogft_home, encode_metadata, save_json,
+                        sha256_file, versions)
 from .data import read_split
 from .analysis import model_to_ship
 
@@ -70,7 +70,12 @@ def load_run_model(checkpoint # a `models/{run}_best.pth` written by `dogft.trai
     "Rebuild a run's best model from its checkpoint."
     import torch
     from dogft.models import RandomInitWarning, create_model
-    ck = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    try: ck = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    except FileNotFoundError: raise DogftError(f"{checkpoint} is missing: train the run first (dogft-train), or export another run (dogft-export --run NAME)") from None
+    except Exception as e:  # cut short, overwritten, not a torch file: torch's own error is a traceback
+        raise DogftError(f"{checkpoint} cannot be read (damaged: {' '.join(str(e).split()).split('. ')[0][:200] or type(e).__name__}): "
+                         "train the run again (dogft-train ... --no-resume), or export another run (dogft-export --run NAME)") from None
+    if not isinstance(ck, dict): raise DogftError(f"{checkpoint} is not a dogft best checkpoint (a {type(ck).__name__})")
     missing = [k for k in ('model', 'class_names', 'data_config', 'state_dict') if k not in ck]
     if missing: raise DogftError(f"{checkpoint} is not a dogft best checkpoint (no {', '.join(missing)})")
     with warnings.catch_warnings():
@@ -331,6 +336,39 @@ def machine()->dict:
     return dict(cpu=cpu, logical_cores=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
                 torch=torch.__version__, onnxruntime=ort.__version__, onnx=onnx.__version__)
 
+# %% ../nbs/05_export.ipynb #8ff32f9c
+def export_paths(models:Path, # the `models/` folder
+                 run:str, # the run exported, `{model}_{strategy}_s{seed}`
+                 model:str # its timm model name
+                )->dict: # `run` and `ship`, each `{'fp32': Path, 'int8': Path}`
+    "Where an export goes: every export to the run's own `{run}.onnx` (and `.int8.onnx`); the model to ship also to `best_model_{model}.onnx`, the name `dogft-predict` looks for."
+    models = Path(models)
+    return dict(run=dict(fp32=models/f'{run}.onnx', int8=models/f'{run}.int8.onnx'),
+                ship=dict(fp32=models/f'best_model_{model}.onnx', int8=models/f'best_model_{model}.int8.onnx'))
+
+# %% ../nbs/05_export.ipynb #71f71fa5
+def export_info(path # an `.onnx` file that may exist
+               )->dict|None: # `run`, `precision`, `exported`, `checkpoint_sha256` as far as known; `{}`: no dogft metadata; `None`: no file
+    "What an exported file already at `path` is, from its metadata: so that an export can say what it replaced."
+    import onnx
+    path = Path(path)
+    if not path.exists(): return None
+    try: meta = decode_metadata({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props})
+    except Exception: return {}  # unreadable, truncated, or not dogft's: the report says so
+    return {k: meta.get(k) for k in ('run', 'precision', 'exported', 'checkpoint_sha256')}
+
+# %% ../nbs/05_export.ipynb #e76a83c4
+def install_file(src, # a finished file (in the staging folder); removed afterwards
+                 dests:list # where it goes, in order
+                )->dict: # destination (`str`) → what it replaced (`export_info`: `None` where there was no file)
+    "Copy `src` to each of `dests` (each through a temporary file and an atomic rename, so no reader sees half a file), then remove `src`."
+    res = {}
+    for d in map(Path, dests):
+        res[str(d)] = export_info(d)
+        atomic_write(d, lambda p: shutil.copyfile(src, p))
+    Path(src).unlink()
+    return res
+
 # %% ../nbs/05_export.ipynb #d3094ffc
 def _file_info(p:Path)->dict: return dict(bytes=p.stat().st_size, mb=round(p.stat().st_size/2**20, 3))
 
@@ -345,13 +383,16 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
                  limits:dict|None=None, # gate thresholds (default `LIMITS`)
                  quiet:bool=False # do not print the report
                 )->dict: # the report, also in `models/export_report.json`
-    "Export a run's best checkpoint to ONNX (and int8), check it against PyTorch on the test split, and name the files `best_model_*` only if they pass."
+    "Export a run's best checkpoint to ONNX (and int8), check it against PyTorch on the test split, and write the files that pass as `{run}.onnx`, and as `best_model_{model}.onnx` too if the run is the model to ship."
     t0 = time.time()
     if quantize in ('none', ''): quantize = None
     if quantize not in (None, 'int8'): raise DogftError(f"unknown quantization {quantize!r}: use int8 (or nothing for fp32 only)")
     root = Path(out_dir) if out_dir is not None else dogft_home()
     r = pick_run(root, run)
-    if not quiet: print(f"dogft-export: exporting {r['run']}: {r['why']}", flush=True)
+    try: to_ship = r['run'] if run is None else pick_run(root)['run']
+    except DogftError: to_ship = None
+    ships = to_ship == r['run']  # only the model to ship gets the `best_model_*` names
+    if not quiet: print(f"dogft-export: exporting {r['run']}: {r['why']}" + ('' if ships else f" (not the model to ship, {to_ship})"), flush=True)
     model,ck = load_run_model(r['checkpoint'])
     dd = run_data_dir(root, r, data_dir)
     dc,names = export_data_config(ck['data_config']),list(ck['class_names'])
@@ -361,7 +402,7 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
                 exported=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     models = root/'models'
     models.mkdir(parents=True, exist_ok=True)
-    final = dict(fp32=models/f"best_model_{ck['model']}.onnx", int8=models/f"best_model_{ck['model']}.int8.onnx")
+    dest = export_paths(models, r['run'], ck['model'])
     stage = Path(tempfile.mkdtemp(prefix='.export-', dir=models))
     try:
         with torch_threads(threads) as nt:
@@ -377,7 +418,7 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
         opsets = {k: onnx_opset(v) for k,v in files.items()}
         if quantize and not g['fp32']['passed']: g['int8']['failures'].append('the fp32 export it comes from failed')
         if quantize: g['int8']['passed'] = not g['int8']['failures']
-        report = dict(status='passed' if all(v['passed'] for v in g.values()) else 'failed', run=r['run'], model=ck['model'],
+        report = dict(status='passed' if all(v['passed'] for v in g.values()) else 'failed', run=r['run'], model=ck['model'], ships=ships, model_to_ship=to_ship,
                       strategy=ck.get('strategy'), checkpoint=str(r['checkpoint']), checkpoint_sha256=meta['checkpoint_sha256'],
                       best_val_acc=r['best_val_acc'], data_dir=str(dd), n_test=int(len(y)), opset=int(opset),
                       exporter='torch.onnx.export(dynamo=False) + onnxslim', pytorch=dict(test_acc=_acc(out['pytorch'], y)),
@@ -385,15 +426,16 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
                       repeats=dict(batch_1=repeats, batch_32=max(3, repeats//4)), latency_ms=lat)
         for k,p in files.items():
             assert opsets[k] == opset, f"{k} file declares opset {opsets[k]}, the report says {opset}"
-            report[k] = dict(g[k], opset=opsets[k], **_file_info(p), file=None)
+            report[k] = dict(g[k], opset=opsets[k], **_file_info(p), file=None, ship_file=None, replaced={})
         if quantize: report['int8'].update(calib_images=min(calib_images, int((read_split(dd).split == 'train').sum())), **QUANT)
-        for k,p in files.items():
-            if report[k]['passed']:
-                os.replace(p, final[k])
-                report[k]['file'] = str(final[k])
-        if report['fp32']['passed'] and not (quantize and report['int8']['passed']) and final['int8'].exists():
-            final['int8'].unlink()  # an int8 file must come from the fp32 file beside it
-            report['removed_stale'] = str(final['int8'])
+        for k,p in files.items():  # fp32 first, so an int8 file is the newer of the two
+            if not report[k]['passed']: continue
+            report[k].update(file=str(dest['run'][k]), ship_file=str(dest['ship'][k]) if ships else None,
+                             replaced=install_file(p, [dest['run'][k]] + ([dest['ship'][k]] if ships else [])))
+        if report['fp32']['passed'] and not (quantize and report['int8']['passed']):  # an int8 file must come from the fp32 file beside it
+            stale = [d['int8'] for d in ([dest['run']] + ([dest['ship']] if ships else [])) if d['int8'].exists()]
+            for f in stale: f.unlink()
+            if stale: report['removed_stale'] = [str(f) for f in stale]
     except DogftError: raise
     except Exception as e:  # an exporter, onnxslim, checker or quantizer failure: one line for the user, the cause chained
         raise DogftError(f"exporting {r['run']} failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}") from e
@@ -405,9 +447,16 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
     return report
 
 # %% ../nbs/05_export.ipynb #283cdb2e
+def _replaced(info:dict|None, run:str)->str:
+    "What an export's file replaced, in words."
+    if info is None: return 'new'
+    if not info.get('run'): return 'replaced a file without dogft metadata'
+    who = "this run's export" if info['run'] == run else f"run {info['run']}'s export"
+    return f"replaced {who}" + (f" of {info['exported']}" if info.get('exported') else '')
+
 def show_report(report:dict # from `export_model`
                )->str: # a few lines of text
-    "The export report in a few lines: the verdict, the gate's measurements, sizes and latencies."
+    "The export report in a few lines: the verdict, the gate's measurements, sizes and latencies, and which files it wrote and what they replaced."
     L = [f"dogft-export: {report['run']} → {report['status'].upper()} (opset {report['opset']}, {report['n_test']} test images, "
          f"PyTorch test accuracy {report['pytorch']['test_acc']:.2%})"]
     for k in ('fp32', 'int8'):
@@ -415,7 +464,12 @@ def show_report(report:dict # from `export_model`
         v = report[k]
         s = (f"  {k}: {'PASS' if v['passed'] else 'FAIL'}  max|Δlogit| {v['max_abs_logit_diff']:.2e}  top-1 agreement {v['top1_agreement']:.2%}  "
              f"test acc {v['test_acc']:.2%}" + (f" (drop {v['acc_drop_points']:.2f} points)" if k == 'int8' else '') + f"  {v['mb']:.2f} MB")
-        L.append(s + (f"  → {v['file']}" if v['file'] else f"  — not written: {'; '.join(v['failures'])}"))
+        if not v['file']: L.append(f"{s}  — not written: {'; '.join(v['failures'])}"); continue
+        L += [s, *(f"        → {f} ({_replaced(old, report['run'])})" for f,old in v['replaced'].items())]
+    if not report['ships'] and report['fp32']['file']:
+        L.append(f"  best_model_{report['model']}.* left as they were: {report['run']} is not the model to ship "
+                 f"({report['model_to_ship'] or 'none'}); to use it: dogft-predict --model {report['fp32']['file']} IMAGE")
+    L += [f"  removed {f} (an int8 file from an earlier export)" for f in report.get('removed_stale', [])]
     for b,d in report['latency_ms'].items():
         L.append(f"  latency {b.replace('_', ' ')} (median ms, {report['threads']} threads): " + ', '.join(f"{k} {v:.1f}" for k,v in d.items()))
     return '\n'.join(L)
@@ -432,7 +486,7 @@ def dogft_export(
     threads:int=None, # PyTorch and ONNX Runtime threads for the latency numbers (default: torch's default)
     repeats:int=20, # timed runs per engine at batch 1
 ):
-    "Export the model to ship (or a named run) to ONNX, optionally int8, and write models/export_report.json; only files that pass the parity gate are named best_model_*."
+    "Export the model to ship (or a named run) to ONNX, optionally int8, and write models/export_report.json; files that pass the parity gate are written as models/{run}.onnx, and as models/best_model_{model}.onnx for the model to ship."
     rep = export_model(run, out_dir, quantize, opset, data_dir, threads, repeats)
     if rep['status'] != 'passed':
         why = '; '.join(f"{k}: {', '.join(rep[k]['failures'])}" for k in ('fp32', 'int8') if k in rep and rep[k]['failures'])

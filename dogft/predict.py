@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/predict.html.md"""
 
 # %% ../nbs/05b_predict.ipynb #cd7e86a1
 from __future__ import annotations
-import json, math, os, sys
+import io, json, math, os, stat, sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +17,9 @@ from fastcore.script import call_parse
 from .core import DogftError, console_script, decode_metadata, dogft_home, to_rgb
 
 # %% auto #0
-__all__ = ['INTERPOLATIONS', 'PredictError', 'ImageError', 'load_image', 'resize_crop', 'preprocess', 'softmax', 'Classifier',
-           'models_dir', 'default_model', 'shown_path', 'format_result', 'dogft_predict']
+__all__ = ['MAX_IMAGE_BYTES', 'INTERPOLATIONS', 'PredictError', 'ImageError', 'read_image_bytes', 'load_image', 'resize_crop',
+           'preprocess', 'softmax', 'Classifier', 'models_dir', 'default_model', 'shown_path', 'format_result',
+           'dogft_predict']
 
 # %% ../nbs/05b_predict.ipynb #52c03519
 class PredictError(DogftError):
@@ -28,15 +29,43 @@ class PredictError(DogftError):
 class ImageError(PredictError):
     "An image that cannot be classified (missing, unreadable, not an image)."
 
+# %% ../nbs/05b_predict.ipynb #bc266fb8
+MAX_IMAGE_BYTES = 50*2**20  # 50 MB: far above any photo a camera or phone writes; a larger file is refused unread
+
+_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
+          (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+def _not_regular(mode:int)->str|None:
+    "Why a file of `st_mode` `mode` is not an image file, or `None` for a regular file."
+    if stat.S_ISREG(mode): return None
+    return f"not a regular file ({next((k for f,k in _KINDS if f(mode)), 'a special file')})"
+
+def read_image_bytes(path, # a file as the user named it (a symbolic link to a photo is followed)
+                     limit:int=MAX_IMAGE_BYTES # the most bytes an image file may have
+                    )->bytes:
+    "The bytes of `path` if it is a regular file of at most `limit` bytes; `ImageError` saying what it is otherwise. Never blocks on a FIFO or reads a device."
+    try: st = os.stat(path)
+    except FileNotFoundError: raise ImageError("a symbolic link to a missing file" if os.path.islink(path) else "no such file") from None
+    except OSError as e: raise ImageError(f"cannot read it ({e.strerror or type(e).__name__})") from None
+    if why := _not_regular(st.st_mode): raise ImageError(why)  # decided before opening: opening a device can have side effects
+    too_big = lambda n: ImageError(f"too large for an image ({n/2**20:.1f} MB, more than the {limit/2**20:.1f} MB limit)")
+    if st.st_size > limit: raise too_big(st.st_size)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))  # non-blocking: a FIFO swapped in since cannot hang
+        with os.fdopen(fd, 'rb') as f:
+            if why := _not_regular(os.fstat(f.fileno()).st_mode): raise ImageError(why)  # what was opened, not what was checked
+            data = f.read(limit + 1)
+    except OSError as e: raise ImageError(f"cannot read it ({e.strerror or type(e).__name__})") from None
+    if len(data) > limit: raise too_big(len(data))  # it grew since
+    return data
+
 # %% ../nbs/05b_predict.ipynb #caba2a37
 def load_image(path # an image file: JPEG, PNG, WebP, ... in any mode (RGB, L, CMYK, RGBA, P)
               )->Image.Image: # RGB, upright
     "Open `path` as an upright RGB image (EXIF orientation applied, transparency on white, as `dogft-data` stores them); raise `ImageError` with the reason."
-    p = Path(path)
-    if not p.exists(): raise ImageError("no such file")
-    if p.is_dir(): raise ImageError("is a directory, not an image")
+    data = read_image_bytes(path)
     try:
-        with Image.open(p) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
     except Image.UnidentifiedImageError: raise ImageError("not an image Pillow can read") from None
@@ -104,20 +133,24 @@ class Classifier:
                 ):
         import onnxruntime as ort
         self.path = Path(model)
-        if not self.path.is_file(): raise PredictError(f"model file {self.path} does not exist: run dogft-export or pass --model")
+        try: mode = self.path.stat().st_mode
+        except OSError: raise PredictError(f"model file {self.path} does not exist: run dogft-export or pass --model") from None
+        if why := _not_regular(mode): raise PredictError(f"model file {self.path} is {why}: pass an .onnx file written by dogft-export")
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3
         try: self.session = ort.InferenceSession(str(self.path), so, providers=['CPUExecutionProvider'])
         except Exception as e: raise PredictError(f"cannot load {self.path} with onnxruntime: {str(e).splitlines()[0][:300]}") from None
-        self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        try: self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        except DogftError as e: raise PredictError(f"{self.path} is not a dogft model: {e}") from None
         self.class_names = list(self.meta['class_names'])
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x:np.ndarray # float32 `[N,3,H,W]`
               )->np.ndarray:
         "The model's logits for a preprocessed batch."
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        try: return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        except Exception as e: raise PredictError(f"the model {self.path} failed on its input (does its graph match its metadata?): {str(e).splitlines()[0][:300]}") from None
 
     def predict(self, paths, # image files
                 top_k:int=3, # classes per image, most probable first

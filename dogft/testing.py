@@ -168,3 +168,29 @@ def standin_train_notebook(path, # where to write the `.ipynb`
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+def make_tiny_onnx(path, # where to write the `.onnx`
+                   class_names=('red', 'green', 'blue'), # one class per colour channel (at most 3)
+                   size:int=32, # input height and width
+                   meta:bool=True # embed dogft's metadata (`False`: a valid ONNX model a predictor must refuse)
+                  )->Path:
+    "A stand-in exported model that needs no torch: global average pool, then a linear layer, so a red image is `red`, a blue one `blue`."
+    import onnx
+    from onnx import TensorProto, helper
+    from .core import encode_metadata
+    w = (np.eye(3, dtype=np.float32)*10)[:len(class_names)]
+    g = helper.make_graph([helper.make_node('GlobalAveragePool', ['input'], ['p']), helper.make_node('Flatten', ['p'], ['f']),
+                           helper.make_node('Gemm', ['f', 'w'], ['logits'], transB=1)], 'tiny',
+                          [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['batch', 3, size, size])],
+                          [helper.make_tensor_value_info('logits', TensorProto.FLOAT, ['batch', len(w)])],
+                          [onnx.numpy_helper.from_array(w, 'w')])
+    mp = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])
+    mp.ir_version = 8
+    if meta:
+        m = dict(class_names=list(class_names), input_size=[3, size, size], interpolation='bilinear', mean=[0.5]*3, std=[0.5]*3,
+                 crop_pct=0.875, crop_mode='center', model='tiny', run='tiny_freeze_s0', precision='fp32')
+        for k,v in encode_metadata(m).items(): mp.metadata_props.add(key=k, value=v)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(mp, str(path))
+    return path

@@ -43,11 +43,13 @@ def exported(tiny, tmp_path_factory):
 
 def test_cli_export_writes_model_and_report(exported):
     root, name, r = exported
-    f = root/'models'/f'best_model_{MODEL}.onnx'
+    f,own = root/'models'/f'best_model_{MODEL}.onnx',root/'models'/f'{name}.onnx'
     rep = json.loads((root/'models'/'export_report.json').read_text())
     assert rep['status'] == 'passed' and rep['run'] == name and 'PASSED' in r.stdout
     assert r.stdout.startswith(f"dogft-export: exporting {name}: the model to ship (test_efficientnet / freeze: ") and r.stdout.count('model to ship') == 1
-    assert rep['fp32']['file'] == str(f) and rep['fp32']['bytes'] == f.stat().st_size
+    assert rep['fp32']['file'] == str(own) and rep['fp32']['ship_file'] == str(f) and rep['fp32']['bytes'] == f.stat().st_size == own.stat().st_size
+    assert rep['ships'] and rep['fp32']['replaced'] == {str(own): None, str(f): None}
+    assert f"→ {own} (new)" in r.stdout and f"→ {f} (new)" in r.stdout, r.stdout  # says which files it wrote
     assert rep['opset'] == rep['fp32']['opset'] == ex.onnx_opset(f) == 17
     assert rep['fp32']['max_abs_logit_diff'] <= 1e-4 and rep['fp32']['top1_agreement'] == 1.0
     assert set(rep['latency_ms']['batch_1']) == {'pytorch', 'onnx_fp32'} and rep['threads'] >= 1
@@ -77,7 +79,7 @@ def test_broken_export_fails_the_gate(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(ex, 'simplify_onnx', lambda mp: break_onnx(good(mp)))
     with pytest.raises(ex.ExportGateError, match='parity gate') as e: ex.dogft_export(out_dir=str(root), repeats=1)
     assert e.value.report['status'] == 'failed' and e.value.report['fp32']['file'] is None
-    assert not list((root/'models').glob('best_model_*')) and not list((root/'models').glob('.export-*'))
+    assert not list((root/'models').glob('*.onnx')) and not list((root/'models').glob('.export-*'))
     assert json.loads((root/'models'/'export_report.json').read_text())['status'] == 'failed'
 
 def test_cli_gate_failure_exits_1(tiny, tmp_path):
@@ -89,13 +91,37 @@ def test_cli_gate_failure_exits_1(tiny, tmp_path):
     script.write_text("import dogft.export as e\ne.LIMITS['max_abs_logit_diff'] = -1.0\ne.dogft_export()\n")
     r = run(sys.executable, script, '--out-dir', root, '--repeats', '1')
     assert r.returncode == 1, r.stdout + r.stderr
-    assert 'FAIL' in r.stdout and not list((root/'models').glob('best_model_*'))
+    assert 'FAIL' in r.stdout and not list((root/'models').glob('*.onnx'))
 
 def test_cli_errors_exit_2(tmp_path):
     r = run(BIN/'dogft-export', '--out-dir', tmp_path)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('dogft-export: error: no finished run'), r.stderr
     with pytest.raises(DogftError, match='int8'): ex.dogft_export(out_dir=str(tmp_path), quantize='int4')
     with pytest.raises(DogftError, match='dogft-train'): ex.dogft_export(out_dir=str(tmp_path))
+
+def test_export_named_run_keeps_the_model_to_ship(exported, tmp_path):
+    "Issue 26: `dogft-export --run X` writes X's own file and leaves best_model_* (dogft-predict's default) alone unless X is the model to ship; a replaced file is named."
+    import shutil
+    src, name, _ = exported
+    root = tmp_path/'root'
+    shutil.copytree(src, root, symlinks=True)
+    ship,before = root/'models'/f'best_model_{MODEL}.onnx',(root/'models'/f'best_model_{MODEL}.onnx').read_bytes()
+    other = make_fake_run(root, root/'data'/'processed', MODEL, 'freeze', 1, val_acc=0.2)  # a worse seed: not the model to ship
+    r = run(BIN/'dogft-export', '--out-dir', root, '--run', other, '--repeats', '1')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ship.read_bytes() == before and (root/'models'/f'{other}.onnx').exists()
+    assert f"(not the model to ship, {name})" in r.stdout and f"best_model_{MODEL}.* left as they were" in r.stdout, r.stdout
+    rep = json.loads((root/'models'/'export_report.json').read_text())
+    assert (rep['run'], rep['ships'], rep['model_to_ship'], rep['fp32']['ship_file']) == (other, False, name, None)
+    img = _images(tmp_path/'imgs')['good'][0]
+    assert json.loads(run(BIN/'dogft-predict', img, '--json', home=root).stdout)['model'] == str(ship)  # still the model to ship answers
+    shutil.copy(root/'models'/f'{other}.onnx', ship)  # what `dogft-export --run` used to leave behind
+    r = run(BIN/'dogft-export', '--out-dir', root, '--run', name, '--repeats', '1')
+    assert r.returncode == 0 and f"→ {ship} (replaced run {other}'s export of " in r.stdout, r.stdout
+    assert f"→ {root/'models'/f'{name}.onnx'} (replaced this run's export of " in r.stdout, r.stdout
+    rep = json.loads((root/'models'/'export_report.json').read_text())
+    assert rep['ships'] and rep['fp32']['replaced'][str(ship)]['run'] == other
+    assert Classifier(ship).meta['run'] == name
 
 def test_int8_failing_gate_keeps_fp32(tiny, tmp_path):
     import shutil
