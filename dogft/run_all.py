@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/run_all.html.md"""
 
 # %% ../nbs/03b_run_all.ipynb #f5bdae50
 from __future__ import annotations
-import ast, importlib, importlib.util, inspect, os, re, sys, time
+import ast, glob, importlib, importlib.util, inspect, os, re, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +16,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict
 
-from .core import DogftError, NothingToDo, console_script, dogft_home, run_name, _duration
+from .core import DogftError, LockedError, NothingToDo, console_script, dogft_home, held_lock, run_name, _duration
 from .config import TrainConfig, config_options, cli_settings
 from .data import default_data_dir, ensure_data, read_split
 
@@ -137,6 +137,22 @@ def _one_line(s, n:int=300)->str:
     s = ' '.join(str(s).split())
     return s if len(s) <= n else s[:n-1] + '…'
 
+def _run_error(ename:str, evalue:str)->str:
+    "A failed cell's error in one line: a `DogftError`'s message whole (it says what to do), any other as `{ename}: {evalue}`, cut at 300 characters."
+    mods = [m for n,m in list(sys.modules.items()) if n == 'dogft' or n.startswith('dogft.')]
+    ours = any(isinstance(c := getattr(m, ename, None), type) and issubclass(c, DogftError) for m in mods)
+    return ' '.join(str(evalue).split()) if ours else _one_line(f'{ename}: {evalue}')
+
+def _remove_stale(out_path:Path # a run's executed notebook
+                 )->list[Path]: # the files removed
+    "Remove the temporary notebooks of `out_path` that a killed `dogft-run-all` left behind (their process is gone)."
+    import psutil  # an ipykernel dependency
+    pat = re.compile(rf'\.{re.escape(out_path.stem)}\.(\d+)\.(partial|input)\.ipynb')
+    gone = [f for f in out_path.parent.glob(f'.{glob.escape(out_path.stem)}.*.ipynb')
+            if (m := pat.fullmatch(f.name)) and int(m[1]) != os.getpid() and not psutil.pid_exists(int(m[1]))]
+    for f in gone: f.unlink(missing_ok=True)
+    return gone
+
 class _Indented:
     "A file for papermill's `stdout_file`/`stderr_file`: each whole line the kernel prints, indented, to `file` (`None`: `sys.stdout`, looked up then)."
     def __init__(self, file=None, indent:str='    '): self.file,self.indent,self.buf = file,indent,''
@@ -155,11 +171,12 @@ def execute_run(notebook, # the train notebook
                 echo:bool=True, # print the kernel's output as it comes, each line indented (stdout to stdout, stderr to stderr)
                 **kwargs # more `papermill.execute_notebook` arguments
                )->dict:
-    "Execute the run's cells of `notebook` (`run_cells`) with `params` into `out_path` atomically; `status` (`ran`/`failed`), `notebook`, `cell` (failing cell's index in `notebook`), `error`, `seconds`."
+    "Execute the run's cells of `notebook` (`run_cells`) with `params` into `out_path` atomically, removing what a killed run left; `status` (`ran`/`failed`), `notebook`, `cell` (failing cell's index in `notebook`), `error`, `seconds`."
     import nbformat, papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out_path)
     tmp,src = (out_path.with_name(f'.{out_path.stem}.{os.getpid()}.{k}.ipynb') for k in ('partial', 'input'))
     failed = failed_notebook_path(out_path)
     t0, rec = time.monotonic(), dict(status='ran', notebook=str(out_path), cell=None, error=None)
@@ -174,8 +191,9 @@ def execute_run(notebook, # the train notebook
                                 progress_bar=False, stdout_file=out, stderr_file=err, **kwargs)
         os.replace(tmp, out_path)
         failed.unlink(missing_ok=True)
+        _remove_stale(out_path)  # those of a run killed while this one ran
     except PapermillExecutionError as e:
-        rec.update(status='failed', cell=_source_cell(tmp, e.cell_index, kept), error=_one_line(f'{e.ename}: {e.evalue}'))
+        rec.update(status='failed', cell=_source_cell(tmp, e.cell_index, kept), error=_run_error(e.ename, e.evalue))
     except Exception as e:
         rec.update(status='failed', error=_one_line(f'{type(e).__name__}: {e}'))
     finally:
@@ -316,6 +334,14 @@ def _train():
         if e.name != 'dogft.train': raise
         raise DogftError("dogft.train is not available: export nbs/03_train.ipynb (nbdev-export).") from None
 
+def _in_use(lock:Path, # a run's lock file (`dogft.train.run_paths`)
+            name:str # the run's name
+           )->str|None: # the one-line message naming the holder, None when free
+    "Whether another process holds run `name` (trains it now): said as `held_lock` says it."
+    try:
+        with held_lock(lock, f'the run {name}'): return None
+    except LockedError as e: return _one_line(e, 1000)
+
 def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separated)
                strategies=DEFAULT_STRATEGIES, # `freeze`, `partial`, `full` (list or comma separated)
                seeds=DEFAULT_SEEDS, # run seeds (list or comma separated)
@@ -326,7 +352,7 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
                source=None, # where to get the images when the data is missing; `None`: `$DOGFT_SOURCE`, else the shared images, else the download
                **params # more `TrainConfig` settings for every run: epochs, lr, batch_size, weights, ...
               )->pd.DataFrame: # the summary, one row per run (`SUMMARY_COLUMNS`)
-    "Execute the train notebook through papermill for every model × strategy × seed; skip finished runs unless `force`."
+    "Execute the train notebook through papermill for every model × strategy × seed; skip finished runs unless `force`, and runs that another process is training (failed, with its pid)."
     t0 = time.monotonic()
     models, strategies, seeds = _as_list(models), _as_list(strategies), _as_list(seeds, int)
     params = {k: v for k, v in params.items() if v is not None}
@@ -359,8 +385,14 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
         tag = f"[{i}/{n}] {run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
         path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
         if done is not None:
+            _remove_stale(path)  # what a `dogft-run-all` killed after the run had finished left
             rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
             print(f"{tag}: finished before, skipped ({_test_acc(done)})", flush=True)
+            continue
+        if busy := _in_use(train.run_paths(config)['lock'], run_name(p['model'], p['strategy'], p['seed'], config.recipe)):
+            queue.pop(0)  # the run's kernel would stop at once: not started, not timed
+            rows.append(_row(p['model'], p['strategy'], p['seed'], 'failed', rec=dict(error=busy)))
+            print(f"{tag}: not run: {busy}", flush=True)
             continue
         print(f"{tag}: training, {_left(durations, queue)}", flush=True)
         rec = execute_run(nb, path, p)

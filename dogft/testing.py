@@ -194,3 +194,40 @@ def make_tiny_onnx(path, # where to write the `.onnx`
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(mp, str(path))
     return path
+
+def make_open_set_onnx(path, # where to write the `.onnx`
+                       thresholds:dict|None=None, # the open-set thresholds to embed (default: dog 0.5, own 0.5, conf 0.6)
+                       imagenet:bool=True, # give the graph its second output `imagenet_logits` (`False`: confidence only)
+                       size:int=32 # input height and width
+                      )->Path:
+    "A stand-in two-headed export whose heads are set by hand, on the mean colour (each channel -1..1): `beagle`/`golden_retriever` trained, ImageNet sees red a tabby, green a miniature poodle, blue a beagle, white a golden retriever; the trained head is unsure only of blue."
+    import onnx
+    from onnx import TensorProto, helper
+    from .core import encode_metadata
+    wt = np.array([[-1, -1, -2], [1, 1, 2]], np.float32)  # golden − beagle = (2, 2, 4): white sure, blue 50/50
+    wi = np.zeros((1000, 3), np.float32)
+    wi[281],wi[266],wi[162],wi[207] = (10, -10, -10),(-10, 10, -10),(-10, -10, 10),(5, 5, 5)
+    nodes = [helper.make_node('GlobalAveragePool', ['input'], ['p']), helper.make_node('Flatten', ['p'], ['f']),
+             helper.make_node('Gemm', ['f', 'wt'], ['logits'], transB=1)]
+    outs = [helper.make_tensor_value_info('logits', TensorProto.FLOAT, ['batch', 2])]
+    inits = [onnx.numpy_helper.from_array(wt, 'wt')]
+    if imagenet:
+        nodes.append(helper.make_node('Gemm', ['f', 'wi'], ['imagenet_logits'], transB=1))
+        outs.append(helper.make_tensor_value_info('imagenet_logits', TensorProto.FLOAT, ['batch', 1000]))
+        inits.append(onnx.numpy_helper.from_array(wi, 'wi'))
+    g = helper.make_graph(nodes, 'two_heads', [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['batch', 3, size, size])], outs, inits)
+    mp = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])
+    mp.ir_version = 8
+    t = dict(dog=0.5, own=0.5, conf=0.6) if thresholds is None else dict(thresholds)
+    if not imagenet: t = {k: v for k,v in t.items() if k == 'conf'}
+    rule = dict(thresholds=t, chosen_on=dict(split='val', images=10, alpha=0.005), output='imagenet_logits' if imagenet else None,
+                dog_classes=list(range(151, 269)) + [273, 274, 275] if imagenet else None, trained_imagenet=[162, 207] if imagenet else None)
+    m = dict(class_names=['beagle', 'golden_retriever'], input_size=[3, size, size], interpolation='bilinear', mean=[0.5]*3, std=[0.5]*3,
+             crop_pct=0.875, crop_mode='center', model='two_heads', run='two_heads_freeze_s0', precision='fp32', open_set=rule)
+    names = {281: 'tabby', 266: 'miniature poodle', 162: 'beagle', 207: 'golden retriever'}
+    if imagenet: m['imagenet_classes'] = [names.get(i, f'class {i}') for i in range(1000)]
+    for k,v in encode_metadata(m).items(): mp.metadata_props.add(key=k, value=v)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(mp, str(path))
+    return path

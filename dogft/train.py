@@ -29,12 +29,12 @@ from timm.utils import ModelEmaV3
 
 # %% auto #0
 __all__ = ['RECIPES', 'resolve_config', 'run_paths', 'warm_start_config', 'run_key', 'Run', 'plan_run', 'EmaWeights',
-           'save_torch', 'RunCheckpoint', 'ResumableEarlyStopping', 'EpochLines', 'cosine_schedule', 'Autocast',
-           'test_metrics', 'predict_probs', 'read_metrics', 'stale_test_metrics', 'finished_metrics', 'train_run',
-           'find_lr', 'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'TrainConfig']
+           'save_torch', 'read_checkpoint', 'RunCheckpoint', 'ResumableEarlyStopping', 'EpochLines', 'cosine_schedule',
+           'Autocast', 'test_metrics', 'predict_probs', 'read_metrics', 'stale_test_metrics', 'finished_metrics',
+           'train_run', 'find_lr', 'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'TrainConfig']
 
 # %% ../nbs/03_train.ipynb #9be5812f
-from .core import DogftError, atomic_write, dogft_home, run_name, save_json, versions, _duration
+from .core import DogftError, atomic_write, dogft_home, held_lock, run_name, save_json, versions, _duration
 from .config import TrainConfig
 from .data import default_data_dir, ensure_data, resolve_breeds
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl, split_table
@@ -85,12 +85,12 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
 
 # %% ../nbs/03_train.ipynb #9d7410fc
 def run_paths(config:TrainConfig # a run's config
-             )->dict[str, Path]: # `metrics`, `history`, `best`, `checkpoints`, `tensorboard`
-    "Where run `config` writes: metrics JSON, history CSV, best weights, checkpoints folder, TensorBoard folder."
+             )->dict[str, Path]: # `metrics`, `history`, `best`, `checkpoints`, `tensorboard`, `lock`
+    "Where run `config` writes: metrics JSON, history CSV, best weights, checkpoints folder, TensorBoard folder, and its lock file."
     out,name = Path(config.out_dir) if config.out_dir else dogft_home(),run_name(config.model, config.strategy, config.seed, config.recipe)
     return dict(metrics=out/'results'/'metrics'/f'{name}_results.json', history=out/'results'/'history'/f'{name}.csv',
                 best=out/'models'/f'{name}_best.pth', checkpoints=out/'models'/'checkpoints'/name,
-                tensorboard=out/'results'/'tensorboard'/name)
+                tensorboard=out/'results'/'tensorboard'/name, lock=out/'results'/'.locks'/f'{name}.lock')
 
 # %% ../nbs/03_train.ipynb #90386a11
 def warm_start_config(config:TrainConfig # a resolved partial or full run
@@ -232,17 +232,47 @@ def save_torch(obj, # anything `torch.save` takes
     "`torch.save` `obj` to `path`, atomically (`dogft.core.atomic_write`)."
     return atomic_write(path, lambda p: torch.save(obj, p))
 
-# %% ../nbs/03_train.ipynb #3ef4ceee
-def _rng_state()->dict:
-    "The states of Python's, numpy's and torch's random number generators."
-    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+# %% ../nbs/03_train.ipynb #7304779c
+def _unreadable(path:Path)->tuple[dict|None, str|None]:
+    "`torch.load` of `path` (a dict), or None and why it cannot be read."
+    try: ck = torch.load(path, map_location='cpu', weights_only=False)
+    except FileNotFoundError: raise
+    except Exception as e: return None,' '.join(str(e).split()).split('. ')[0][:200] or type(e).__name__  # torch's first sentence says what
+    return (ck,None) if isinstance(ck, dict) else (None,f'a {type(ck).__name__}, not a checkpoint')
 
-def _set_rng_state(s:dict # from `_rng_state`
+def read_checkpoint(path:Path, # a `.pth` file a run wrote
+                    fix:str # how to go on when it cannot be read: 'pass resume=False (dogft-train --no-resume) to ...'
+                   )->dict:
+    "The checkpoint in `path`, or a `DogftError` naming the file, what is wrong with it and `fix`."
+    ck,why = _unreadable(path)
+    if ck is None: raise DogftError(f"{path} cannot be read (damaged: {why}): {fix}")
+    return ck
+
+# %% ../nbs/03_train.ipynb #3ef4ceee
+def _loader_rngs(dls)->dict:
+    "The random generators of each loader of `dls` and of its transforms (Python `Random`s, torch `Generator`s), by where they are."
+    out = {}
+    for i,dl in enumerate(getattr(dls, 'loaders', None) or []):
+        parts = [('', dl)] + [(f'{p}.{j}.', t) for p in ('after_item', 'before_batch', 'after_batch') for j,t in enumerate(getattr(getattr(dl, p, None), 'fs', []))]
+        out |= {f'{i}.{where}{k}': v for where,o in parts for k,v in vars(o).items() if isinstance(v, (random.Random, torch.Generator))}
+    return out
+
+def _rng_state(dls=None # fastai `DataLoaders` whose generators to include
+              )->dict:
+    "The states of Python's, numpy's and torch's random number generators, and of those of `dls`."
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                loaders={k: g.getstate() if isinstance(g, random.Random) else g.get_state() for k,g in _loader_rngs(dls).items()})
+
+def _set_rng_state(s:dict, # from `_rng_state`
+                   dls=None # the same loaders, rebuilt
                   ):
-    "Put the random number generators back in state `s`."
+    "Put the random number generators (and those of `dls`) back in state `s`."
     random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
     if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+    saved = s.get('loaders') or {}
+    for k,g in _loader_rngs(dls).items():
+        if k in saved: g.setstate(saved[k]) if isinstance(g, random.Random) else g.set_state(saved[k])
 
 # %% ../nbs/03_train.ipynb #e23a5e8c
 class RunCheckpoint(Callback):
@@ -255,13 +285,19 @@ class RunCheckpoint(Callback):
                  best:float=float('inf'), # lowest validation loss so far
                  wait:int=0, # epochs since it was reached
                  every:int=5, # keep `epoch_NNN.pth` every `every` epochs
-                 ema:EmaWeights|None=None # the weight average validated instead of the weights, when there is one
+                 ema:EmaWeights|None=None, # the weight average validated instead of the weights, when there is one
+                 resumed:dict|None=None # the checkpoint resumed from: its random states and smoothed loss are put back as the fit starts
                 ):
         self.net,self.paths,self.key,self.start,self.ema = model,run.paths,run.key,start_epoch,ema
         warm = {k: v for k,v in run.warm.items() if k != 'best'} if run.warm else None
         self.meta = dict(model=run.config.model, class_names=run.vocab, data_config=run.data_config, strategy=run.config.strategy,
                          config=asdict(run.config), warm_start=warm)  # stored with the best weights
-        self.history,self.best,self.wait,self.every = list(history or []),best,wait,every
+        self.history,self.best,self.wait,self.every,self.resumed = list(history or []),best,wait,every,resumed
+
+    def before_fit(self):
+        if self.resumed is None: return
+        _set_rng_state(self.resumed['rng'], self.dls)
+        if (sl := self.resumed.get('smooth_loss')) is not None: self.recorder.smooth_loss.count,self.recorder.smooth_loss.val = sl[0],sl[1].clone()
 
     def before_epoch(self): self.t0 = time.time()
     def after_epoch(self):
@@ -276,11 +312,11 @@ class RunCheckpoint(Callback):
             save_torch(dict(self.meta, state_dict=self.validated_weights(), epoch=ep, val_loss=row['val_loss'],
                             val_acc=row['val_acc'], key=self.key), self.paths['best'])
         else: self.wait += 1
-        state = dict(key=self.key, epoch=ep, model=self.net.state_dict(), opt=self.opt.state_dict(), rng=_rng_state(),
+        state = dict(key=self.key, epoch=ep, model=self.net.state_dict(), opt=self.opt.state_dict(), rng=_rng_state(self.dls),
                      history=self.history, best=self.best, wait=self.wait, warm_start=self.meta['warm_start'],
-                     ema=self.ema.averaged() if self.ema else None)
+                     ema=self.ema.averaged() if self.ema else None, smooth_loss=(self.recorder.smooth_loss.count, self.recorder.smooth_loss.val.detach().cpu()))
         save_torch(state, self.paths['checkpoints']/'last.pth')
-        if ep % self.every == 0: shutil.copyfile(self.paths['checkpoints']/'last.pth', self.paths['checkpoints']/f'epoch_{ep:03d}.pth')
+        if ep % self.every == 0: atomic_write(self.paths['checkpoints']/f'epoch_{ep:03d}.pth', partial(shutil.copyfile, self.paths['checkpoints']/'last.pth'))
 
     def validated_weights(self)->dict:
         "The weights this epoch's validation loss belongs to: the average's, else the model's."
@@ -453,14 +489,32 @@ def _key_diff(old:dict, new:dict, prefix:str='')->str:
     return ', '.join(_key_diff(a, b, f'{prefix}{k}.') if isinstance(a, dict) and isinstance(b, dict) else f'{prefix}{k} {show(a)} → {show(b)}'
                      for k in sorted(set(old) | set(new)) if (a := old.get(k)) != (b := new.get(k)))
 
-def _load_resume(run:Run # the run
+def _intact_checkpoint(run:Run, # the run
+                       say=print # how to say that `last.pth` is damaged and which copy is resumed instead
+                      )->dict:
+    "`run`'s `last.pth`, else its newest `epoch_NNN.pth` that can be read (saying so), else a `DogftError` that says how to start over."
+    last = run.paths['checkpoints']/'last.pth'
+    ck,why = _unreadable(last)
+    if ck is not None: return ck
+    copies,bad = sorted(run.paths['checkpoints'].glob('epoch_[0-9][0-9][0-9]*.pth'), key=lambda f: int(f.stem[6:]) if f.stem[6:].isdigit() else -1, reverse=True),[]
+    for f in copies:
+        if (ck := _unreadable(f)[0]) is not None:
+            say(f"[{run.name}] {last} cannot be read (damaged: {why}); " + ''.join(f'{b.name} cannot be read either; ' for b in bad)
+                + f"resuming from {f.name}, the newest intact copy")
+            return ck
+        bad.append(f)
+    raise DogftError(f"{last} cannot be read (damaged: {why}) and no epoch_NNN.pth copy of it reads either: "
+                     "pass resume=False (dogft-train --no-resume) to train the run from the start")
+
+def _load_resume(run:Run, # the run
+                 say=print # how to say which checkpoint is resumed when `last.pth` is damaged
                 )->dict|None: # the checkpoint to resume from, None to start fresh
-    "`run`'s last checkpoint when it has the run's key; refuses an unfinished checkpoint of other settings; discards it with `resume=False`."
+    "`run`'s last intact checkpoint when it has the run's key; refuses an unfinished checkpoint of other settings; discards it with `resume=False`."
     last = run.paths['checkpoints']/'last.pth'
     if not last.exists(): return None
     if not run.config.resume:
         shutil.rmtree(run.paths['checkpoints']); return None
-    ck = torch.load(last, map_location='cpu', weights_only=False)
+    ck = _intact_checkpoint(run, say)
     if ck.get('key') == run.key: return ck
     done = (read_metrics(run.paths['metrics']) or {}).get('key')  # a checkpoint outlives its run
     if done is not None and ck.get('key') == done:
@@ -521,26 +575,30 @@ def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt
 def train_run(config:TrainConfig|dict|Run, # the run's settings, or the run planned (`plan_run`)
               quiet:bool=False # print nothing (a random init's `RandomInitWarning` aside)
              )->dict: # the metrics written to `results/metrics/{run}_results.json`
-    "Train one model × strategy × seed and evaluate its best weights on the test split."
-    say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
+    "Train one model × strategy × seed and evaluate its best weights on the test split, holding the run's lock (`LockedError` while another process has it)."
     run = config if isinstance(config, Run) else plan_run(config, quiet=quiet)
+    with held_lock(run.paths['lock'], f'the run {run.name}'): return _train_locked(run, quiet)
+
+def _train_locked(run:Run, quiet:bool)->dict:
+    "`train_run` of `run`, its lock held."
+    say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
     c = run.config
     if c.resume and (done := finished_metrics(run)) is not None:
         say(f"[{run.name}] finished with these settings: nothing to do (--no-resume, or resume=False, trains it again)")
         return done
     for line in _start_lines(run): say(line)
-    ck = _load_resume(run)
+    ck = _load_resume(run, say)
     if c.warm_start and c.strategy != 'freeze':  # resuming: the checkpoint says where it started; else (before seeding) the freeze run
         run.warm = (ck or {}).get('warm_start') or _warm_start(run, quiet)
     set_seed(c.seed, reproducible=True)
-    start = ck['model'] if ck else torch.load(run.warm['best'], map_location='cpu', weights_only=False)['state_dict'] if run.warm else None
+    start = ck['model'] if ck else _warm_weights(run) if run.warm else None
     with warnings.catch_warnings():
         if not quiet: warnings.simplefilter('ignore', RandomInitWarning)  # the first line said it
         model,groups,counts = _run_model(run, start)
     net,dls,how = _build_loaders(run, model, quiet)
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     ema = EmaWeights(model, c.ema, state=st.get('ema')) if c.ema else None
-    cbs = [RunCheckpoint(model, run, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'], ema=ema)]
+    cbs = [RunCheckpoint(model, run, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'], ema=ema, resumed=ck)]
     if ema: cbs.append(ema)
     if c.patience: cbs.append(ResumableEarlyStopping(c.patience, best=st['best'], wait=st['wait'], start_epoch=st['epoch'], quiet=quiet, name=run.name))
     if (dt := autocast_dtype(run.device, c.precision)) is not None: cbs.append(Autocast(run.device.type, dt))
@@ -550,17 +608,20 @@ def train_run(config:TrainConfig|dict|Run, # the run's settings, or the run plan
     lrs = group_lrs(c.lr, len(groups), c.lr_mult)
     learn.create_opt()
     if ck:
-        learn.opt.load_state_dict(ck['opt'])
-        _set_rng_state(ck['rng'])
+        learn.opt.load_state_dict(ck['opt'])  # the random states are put back by `RunCheckpoint` as the fit starts
         say(f"[{run.name}] resuming after epoch {st['epoch']} of {c.epochs}")
     _fit(learn, run, lrs, st, quiet)
-    best = torch.load(run.paths['best'], map_location='cpu', weights_only=False)
+    best = read_checkpoint(run.paths['best'], 'pass resume=False (dogft-train --no-resume) to train the run again')
     model.load_state_dict(best['state_dict'])
     m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts)  # the whole model, float32
     atomic_write(run.paths['history'], lambda p: pd.DataFrame(m['history']).to_csv(p, index=False))
     save_json(m, run.paths['metrics'])
     say(_end_line(run, m))
     return m
+
+def _warm_weights(run:Run)->dict:
+    "The best weights of the freeze run that `run` starts from (`run.warm`)."
+    return read_checkpoint(run.warm['best'], f"delete it and run this again: the freeze run {run.warm['run']} is then trained again first")['state_dict']
 
 # %% ../nbs/03_train.ipynb #b4b02ebb
 def _warm_start(run:Run, # a partial or full run
@@ -583,7 +644,7 @@ def find_lr(config:TrainConfig|dict|Run, # the run's settings; its `lr` is only 
     c = run.config
     run.warm = _warm_start(run, quiet) if c.warm_start and c.strategy != 'freeze' else None
     set_seed(c.seed, reproducible=True)
-    start = torch.load(run.warm['best'], map_location='cpu', weights_only=False)['state_dict'] if run.warm else None
+    start = _warm_weights(run) if run.warm else None
     model,groups,_ = _run_model(run, start)
     net,dls,_ = _build_loaders(run, model, quiet)
     cbs = [Autocast(run.device.type, dt)] if (dt := autocast_dtype(run.device, c.precision)) is not None else []

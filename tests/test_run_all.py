@@ -110,3 +110,54 @@ def test_real_train_notebook_tiny_run(tmp_path):
     r = run_cli(home, *args, '--force')
     assert r.returncode == 0 and '1 run: 1 ran, 0 skipped, 0 failed' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert metrics.stat().st_mtime_ns != before, '--force must train again, not return the finished metrics'
+
+
+@pytest.mark.skipif(not has_train, reason='dogft.train is not there yet')
+def test_a_killed_runs_temporary_notebooks_are_removed_when_it_runs_again(home):
+    "A `dogft-run-all` killed mid-run leaves hidden `.partial`/`.input` notebooks; running the run again removes them (not those of a live process)."
+    nb = standin_train_notebook(home/'standin.ipynb', STANDIN_PARAMS)
+    runs = home/'results'/'runs'
+    runs.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, '-c', 'pass']); gone.wait()
+    left = [runs/f'.efficientnet_lite0__freeze__s1.{gone.pid}.{k}.ipynb' for k in ('partial', 'input')]
+    live = runs/f'.efficientnet_lite0__freeze__s1.{os.getpid()}.partial.ipynb'  # this process: still running
+    for f in left + [live]: f.write_text('{}')
+    r = run_cli(home, '--notebook', nb, '--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', '1',
+                '--weights', 'none', '--breeds', BREEDS, '--skip-followups')
+    assert 'efficientnet_lite0_freeze_s1: training' in r.stdout, r.stdout + r.stderr  # (the stand-in's metrics are not a real run's: it counts as failed)
+    assert sorted(p.name for p in runs.iterdir()) == sorted([live.name, 'efficientnet_lite0__freeze__s1.ipynb', 'summary.csv'])
+
+
+@pytest.mark.skipif(not has_train, reason='dogft.train is not there yet')
+def test_a_run_another_process_trains_is_left_alone(home):
+    "While another process holds a run's lock, `dogft-run-all` does not start it, names the holder's pid, runs the others, and exits 1 (a stand-in's run counts as failed too)."
+    from dogft.core import held_lock
+    from dogft.train import run_paths
+    nb = standin_train_notebook(home/'standin.ipynb', STANDIN_PARAMS)
+    lock = run_paths(TrainConfig(model='efficientnet_lite0', strategy='freeze', seed=1, out_dir=str(home)))['lock']
+    with held_lock(lock, 'the run efficientnet_lite0_freeze_s1'):
+        r = run_cli(home, '--notebook', nb, '--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', '1,2',
+                    '--weights', 'none', '--breeds', BREEDS, '--skip-followups')
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert any(l.startswith(f'[1/2] efficientnet_lite0_freeze_s1: not run: the run efficientnet_lite0_freeze_s1 is in use by pid {os.getpid()} on ')
+               for l in out), r.stdout
+    assert not any('efficientnet_lite0_freeze_s1: training' in l for l in out) and '[2/2] efficientnet_lite0_freeze_s2: training, ' in r.stdout
+    assert sorted(p.name for p in (home/'results'/'runs').iterdir()) == ['efficientnet_lite0__freeze__s2.ipynb', 'summary.csv']
+    assert not (home/'results'/'metrics'/'efficientnet_lite0_freeze_s1_results.json').exists()
+
+
+@pytest.mark.skipif(not (has_train and real_nb.exists()), reason='dogft.train / nbs/03_train.ipynb are not there yet')
+def test_a_damaged_checkpoint_fails_its_run_in_one_line(home):
+    "A run whose checkpoint is damaged fails with the train chapter's message — the file and how to go on — not a torch traceback."
+    ck = home/'models'/'checkpoints'/'efficientnet_lite0_freeze_s1'
+    ck.mkdir(parents=True)
+    (ck/'last.pth').write_bytes(b'PK\x03\x04 cut short')
+    r = run_cli(home, '--models', 'efficientnet_lite0', '--strategies', 'freeze', '--seeds', 1, '--epochs', 1, '--weights', 'none',
+                '--img-size', 64, '--batch-size', 8, '--device', 'cpu', '--breeds', BREEDS, '--skip-followups')
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    line = next(l for l in r.stdout.splitlines() if l.startswith('[1/1] efficientnet_lite0_freeze_s1: failed in '))
+    assert f"(FAILED at cell " in line and f": {ck/'last.pth'} cannot be read (damaged: " in line, line
+    assert line.endswith('and no epoch_NNN.pth copy of it reads either: pass resume=False (dogft-train --no-resume) to train the run from the start; '
+                         'see results/runs/efficientnet_lite0__freeze__s1.failed.ipynb)' + line.split('.failed.ipynb)')[1]), line
+    assert 'Traceback' not in r.stdout and 'PytorchStreamReader' not in r.stdout.split('FAILED')[1].split('cannot be read')[0]

@@ -1,5 +1,5 @@
 "Training runs end to end: the CLI, resuming after kill -9, refusing to mix configurations, finished runs."
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -243,9 +243,14 @@ def test_zero_shot_row_depends_on_model_weights_and_split_only(tiny, tmp_path):
     f = tmp_path/'results'/'metrics'/'efficientnet_lite0_zero-shot_s0_results.json'
     mtime = f.stat().st_mtime_ns
     assert zero_shot_run(data_dir=str(tiny), out_dir=str(tmp_path), quiet=True)['key'] == m['key'] and f.stat().st_mtime_ns == mtime
-    (tiny/'split.csv').write_text((tiny/'split.csv').read_text() + '\n')  # the split file changes
+    import hashlib
+    kept = {f: (tiny/f).read_bytes() for f in ('split.csv', 'stamp.json')}
+    (tiny/'split.csv').write_bytes(kept['split.csv'] + b'\n')  # the split file changes, as a rebuild would change it: its stamp with it
+    stamp = json.loads(kept['stamp.json'])
+    if 'split_sha256' in stamp: (tiny/'stamp.json').write_text(json.dumps(stamp | dict(split_sha256=hashlib.sha256(kept['split.csv'] + b'\n').hexdigest())))
     try: assert zero_shot_run(data_dir=str(tiny), out_dir=str(tmp_path), quiet=True)['key']['split_sha256'] != m['key']['split_sha256']
-    finally: (tiny/'split.csv').write_text((tiny/'split.csv').read_text()[:-1])
+    finally:
+        for f,b in kept.items(): (tiny/f).write_bytes(b)
 
 
 def test_ema_average_is_validated_kept_and_resumed(tiny, tmp_path, monkeypatch):
@@ -293,3 +298,96 @@ def test_lr_find_suggests_and_keeps_nothing(tiny, tmp_path):
     found = find_lr(cfg, quiet=True)
     assert found['lr'] == 1e-4 and len(found['lrs']) == len(found['losses']) > 10
     assert run_paths(warm_start_config(resolve_config(cfg)))['best'].exists() and not run_paths(cfg)['metrics'].exists()
+
+
+def _interrupted_after(monkeypatch, k):
+    "Make `RunCheckpoint` stop the fit (as a kill would) once it has saved epoch `k`."
+    import dogft.train as dt
+    after_epoch = dt.RunCheckpoint.after_epoch
+    def interrupted(self):
+        after_epoch(self)
+        if self.start + self.epoch + 1 == k: raise KeyboardInterrupt
+    monkeypatch.setattr(dt.RunCheckpoint, 'after_epoch', interrupted)
+
+
+@pytest.mark.parametrize('strategy', ['freeze', 'partial'])
+def test_resume_is_the_same_run(tiny, tmp_path, monkeypatch, strategy):
+    "A run stopped after epoch 2 and resumed has the history and the weights of the same run left to finish: every random state is restored (shuffling, the cached views, augmentation, dropout, the smoothed loss)."
+    kw = dict(strategy=strategy, epochs=4, patience=0, precision='fp32', warm_start=False, views=3, augment='light', lr=3e-3)
+    whole = train_run(_cfg(tiny, tmp_path/'whole', **kw), quiet=True)
+    _interrupted_after(monkeypatch, 2)
+    cfg = _cfg(tiny, tmp_path/'resumed', **kw)
+    with pytest.raises(KeyboardInterrupt): train_run(cfg, quiet=True)
+    monkeypatch.undo()
+    resumed = train_run(cfg, quiet=True)
+    assert resumed['training']['features'] == 'cached' and [h['epoch'] for h in resumed['history']] == [1, 2, 3, 4]
+    for a, b in zip(whole['history'], resumed['history']):
+        for k in ('train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr'): assert abs(a[k] - b[k]) <= 1e-6, (a, b)
+    wa, wb = (torch.load(run_paths(_cfg(tiny, tmp_path/d, **kw))['checkpoints']/'last.pth', weights_only=False)['model'] for d in ('whole', 'resumed'))
+    assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa) <= 1e-6
+
+
+def test_a_second_process_on_the_same_run_stops(tiny, tmp_path):
+    "While one process holds a run, `dogft-train` of the same run in another stops at once, naming the holder's pid, and touches none of its files."
+    from dogft.core import held_lock
+    cfg = _cfg(tiny, tmp_path, epochs=1)
+    train_run(cfg, quiet=True)
+    p = run_paths(cfg)
+    p['metrics'].unlink()  # as if it were being trained again
+    files = {f: f.stat().st_mtime_ns for f in tmp_path.rglob('*') if f.is_file() and f != p['lock']}
+    with held_lock(p['lock'], 'the run efficientnet_lite0_freeze_s42'):
+        r = subprocess.run(_train_cli(cfg), capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f'dogft-train: error: the run efficientnet_lite0_freeze_s42 is in use by pid {os.getpid()} on '), r.stderr
+    assert {f: f.stat().st_mtime_ns for f in tmp_path.rglob('*') if f.is_file() and f != p['lock']} == files
+    assert train_run(cfg, quiet=True)['history'][0]['epoch'] == 1  # free again: it trains
+
+
+def _truncate(f: Path): f.write_bytes(f.read_bytes()[:1000])
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_newest_intact_copy(tiny, tmp_path, monkeypatch, capsys):
+    "A truncated `last.pth` is named, and the run resumes from the newest `epoch_NNN.pth` that reads; with none left, a one-line error says how to go on."
+    cfg = _cfg(tiny, tmp_path, epochs=11, patience=0)
+    _interrupted_after(monkeypatch, 10)
+    with pytest.raises(KeyboardInterrupt): train_run(cfg, quiet=True)
+    monkeypatch.undo()
+    ck = run_paths(cfg)['checkpoints']
+    assert sorted(f.name for f in ck.iterdir()) == ['epoch_005.pth', 'epoch_010.pth', 'last.pth']
+    _truncate(ck/'last.pth'); _truncate(ck/'epoch_010.pth')
+    capsys.readouterr()
+    m = train_run(cfg)
+    out = capsys.readouterr().out
+    assert f"[efficientnet_lite0_freeze_s42] {ck/'last.pth'} cannot be read (damaged: " in out, out
+    assert f"epoch_010.pth cannot be read either; resuming from epoch_005.pth, the newest intact copy" in out, out
+    assert '[efficientnet_lite0_freeze_s42] resuming after epoch 5 of 11' in out and [h['epoch'] for h in m['history']] == list(range(1, 12))
+    run_paths(cfg)['metrics'].unlink()
+    for f in ck.iterdir(): _truncate(f)
+    with pytest.raises(DogftError) as e: train_run(cfg, quiet=True)
+    msg = str(e.value)
+    assert msg.startswith(f"{ck/'last.pth'} cannot be read (damaged: ") and msg.endswith(
+        'and no epoch_NNN.pth copy of it reads either: pass resume=False (dogft-train --no-resume) to train the run from the start'), msg
+    assert '\n' not in msg and len(train_run(_cfg(tiny, tmp_path, epochs=11, patience=0, resume=False), quiet=True)['history']) == 11
+
+
+def test_damaged_weights_to_start_from_are_named(tiny, tmp_path):
+    "A partial run whose freeze run's best weights are damaged says which file and how to go on, instead of a torch traceback."
+    from dogft.train import resolve_config, warm_start_config
+    cfg = _cfg(tiny, tmp_path, strategy='partial', epochs=1)
+    train_run(cfg, quiet=True)
+    w = run_paths(warm_start_config(resolve_config(cfg)))
+    _truncate(w['best'])
+    with pytest.raises(DogftError, match='^' + re.escape(f"{w['best']} cannot be read (damaged: ") + '.*' + re.escape('): delete it and run this again')):
+        train_run(_cfg(tiny, tmp_path, strategy='partial', epochs=1, resume=False), quiet=True)
+
+
+def test_export_names_a_damaged_best_checkpoint(tiny, tmp_path):
+    "`dogft-export`'s model loader says which best checkpoint is damaged and how to go on, instead of a torch traceback."
+    from dogft.export import load_run_model
+    from dogft.testing import make_fake_run
+    best = tmp_path/'models'/f'{make_fake_run(tmp_path, tiny)}_best.pth'
+    assert load_run_model(best)[1]['class_names'] == BREEDS
+    _truncate(best)
+    with pytest.raises(DogftError, match='^' + re.escape(f'{best} cannot be read (damaged: PytorchStreamReader failed reading zip archive') 
+                       + re.escape(': failed finding central directory): train the run again (dogft-train ... --no-resume), or export another run (dogft-export --run NAME)') + '$'):
+        load_run_model(best)
