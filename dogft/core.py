@@ -33,9 +33,15 @@ def _running_as_cli(command)->bool:
     # `is_cli(f)` compares the running command with `f.__wrapped__`: `call_parse` was given `command` itself
     return script is not None and script.is_cli(SimpleNamespace(__wrapped__=command))
 
+def _shown_path(path)->str:
+    "`path` as an error names it: the folder above its first hidden part (a lock's or a temporary file's folder, not their names)."
+    parts = Path(path).parts
+    hidden = next((i for i,n in enumerate(parts) if n.startswith('.') and n not in ('.', '..')), None)
+    return str(Path(*parts[:hidden])) if hidden else str(path)
+
 def _os_error_message(e:OSError)->str|None:
     "One line for an `OSError` the user can fix (no permission, a read-only file system, a full disk), naming the path; else `None`."
-    where = e.filename if e.filename is not None else 'a file it had to write'
+    where = _shown_path(e.filename) if e.filename is not None else 'a file it had to write'
     if e.errno == errno.EROFS: return f"{where} is on a read-only file system: set DOGFT_HOME to a folder you can write"
     if isinstance(e, PermissionError):
         return f"no permission to use {where} ({e.strerror}): set DOGFT_HOME to a folder you can write, or fix its permissions"
