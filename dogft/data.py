@@ -1,4 +1,4 @@
-"""Get Stanford Dogs (download, a local `images.tar`, or a folder of breed folders), keep the chosen breeds, verify every image, and split it 70/15/15 per breed.
+"""Get Stanford Dogs (download, a local `images.tar`, or a folder of breed folders), keep the chosen breeds, verify every image, and split it 70/15/15 per breed, or keep the dataset's official train/test.
 
 Docs: https://dogft.github.io/dogft/data.html.md"""
 
@@ -6,11 +6,12 @@ Docs: https://dogft.github.io/dogft/data.html.md"""
 
 # %% auto #0
 __all__ = ['ALL_BREEDS', 'DEFAULT_BREEDS', 'MIN_SIZE', 'MAX_IMAGE_BYTES', 'STANFORD_URL', 'NO_SOURCE_HINT', 'SPLIT_FRACS',
-           'SPLITS', 'DATA_VERSION', 'LOCK_WAIT', 'UnknownBreedError', 'breed_name', 'Breed', 'load_breeds',
-           'resolve_breeds', 'default_data_dir', 'shared_stanford_dogs', 'check_image', 'encode_jpeg',
-           'read_regular_file', 'breed_folders', 'iter_folder', 'count_files', 'iter_tar', 'check_online', 'download',
-           'split_sizes', 'min_class_size', 'assign_splits', 'parse_split', 'count_table', 'prepare_data', 'read_split',
-           'ensure_data', 'dogft_data']
+           'SPLITS', 'OFFICIAL', 'OFFICIAL_VAL', 'OFFICIAL_TABLES', 'LISTS_URL', 'DATA_VERSION', 'LOCK_WAIT',
+           'UnknownBreedError', 'breed_name', 'Breed', 'load_breeds', 'resolve_breeds', 'default_data_dir',
+           'shared_stanford_dogs', 'check_image', 'encode_jpeg', 'read_regular_file', 'breed_folders', 'iter_folder',
+           'count_files', 'iter_tar', 'check_online', 'download', 'split_sizes', 'min_class_size', 'assign_splits',
+           'parse_split', 'find_official_split', 'read_official_split', 'official_splits', 'count_table',
+           'prepare_data', 'read_split', 'ensure_data', 'dogft_data']
 
 # %% ../nbs/00_data.ipynb #a422226f
 import os, re, io, csv, errno, json, stat, sys, time, socket, shutil, hashlib, tarfile, zlib, difflib, tempfile
@@ -399,8 +400,107 @@ def parse_split(split # train, val and test shares: `'60,15,25'` or `(60, 15, 25
     except (TypeError, ValueError): v = []
     total = sum(v)
     if len(v) != 3 or not all(x > 0 for x in v) or not (np.isclose(total, 100) or np.isclose(total, 1)):
-        raise DogftError(f"split {split!r}: give three positive shares of train, val and test that sum to 100 (percent) or 1, e.g. 70,15,15")
+        raise DogftError(f"split {split!r}: give three positive shares of train, val and test that sum to 100 (percent) or 1, e.g. 70,15,15 (or official: the dataset's own train/test)")
     return tuple(x/total for x in v)
+
+# %% ../nbs/00_data.ipynb #f439808b
+OFFICIAL = 'official'  # `--split official`: the dataset's own train/test
+OFFICIAL_VAL = 0.15  # share of each breed's official train images held out for validation
+OFFICIAL_TABLES = ('OFFICIAL_SPLIT.tsv', 'MANIFEST.tsv')  # tables with a `split` column a source may carry, in the order looked for
+LISTS_URL = 'http://vision.stanford.edu/aditya86/ImageNetDogs/lists.tar'  # Stanford's train/test lists, published beside `images.tar`
+
+def _regular(p:Path)->bool:
+    "`p` exists and is a regular file (not a link)."
+    try: return stat.S_ISREG(os.lstat(p).st_mode)
+    except OSError: return False
+
+def _has_split_column(p:Path)->bool:
+    "The TSV `p` has a `split` column."
+    data,_,_ = read_regular_file(p)
+    return data is not None and 'split' in data.split(b'\n', 1)[0].decode('utf-8', 'replace').strip().split('\t')
+
+def find_official_split(source # a folder of breed folders, or an archive (the folder it is in is searched)
+                       )->Path: # the file that holds the split
+    "The file with the dataset's own train/test split that comes with `source`: a TSV with a `split` column, `train_list.mat` (with `test_list.mat`), or `lists.tar`."
+    p = Path(source)
+    d = p if p.is_dir() else p.parent
+    for n in OFFICIAL_TABLES:
+        if _regular(d/n) and _has_split_column(d/n): return d/n
+    if _regular(d/'train_list.mat') and _regular(d/'test_list.mat'): return d/'train_list.mat'
+    if _regular(d/'lists.tar'): return d/'lists.tar'
+    raise DogftError(f"{p} comes with no official train/test split (looked in {d} for {' or '.join(OFFICIAL_TABLES)} with a split column, "
+                     f"train_list.mat and test_list.mat, or lists.tar): put Stanford's lists.tar ({LISTS_URL}) there, "
+                     f"or use --split 70,15,15")
+
+# %% ../nbs/00_data.ipynb #22caa7f8
+_MAX_LIST_BYTES = 50_000_000  # a split file (or a member of lists.tar) larger than this is not read
+
+def _mat_lists(p:Path)->dict:
+    "`{'train': [...], 'test': [...]}` archive paths from `train_list.mat`/`test_list.mat` beside `p`, or from `lists.tar` `p`."
+    from scipy.io import loadmat
+    blobs = {}
+    if p.suffix == '.tar':
+        try:
+            with tarfile.open(p, mode='r|*') as tf:
+                for m in tf:
+                    if m.isfile() and m.name in ('train_list.mat', 'test_list.mat') and m.size <= _MAX_LIST_BYTES:
+                        blobs[m.name.split('_')[0]] = tf.extractfile(m).read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e: raise DogftError(f"cannot read {p}: {type(e).__name__}: {e}") from None
+    else:
+        for s in ('train', 'test'):
+            data,_,why = read_regular_file(p.with_name(f'{s}_list.mat'), _MAX_LIST_BYTES)
+            if why: raise DogftError(f"cannot read {p.with_name(f'{s}_list.mat')}: {why}")
+            blobs[s] = data
+    if missing := [s for s in ('train', 'test') if s not in blobs]: raise DogftError(f"{p} has no {missing[0]}_list.mat: get Stanford's lists.tar ({LISTS_URL})")
+    res = {}
+    for s,b in blobs.items():
+        try: res[s] = [str(np.ravel(x)[0]) for x in np.ravel(loadmat(io.BytesIO(b))['file_list'])]
+        except Exception as e: raise DogftError(f"cannot read {s}_list.mat of {p} ({type(e).__name__}: {_error_text(e)}): get Stanford's lists.tar ({LISTS_URL})") from None
+    return res
+
+def _tsv_rows(p:Path)->list[tuple]:
+    "`(folder, file_name, split)` from a TSV with `file_name`, `split` and a `folder`, `stanford_folder` or `breed` column."
+    data,_,why = read_regular_file(p, _MAX_LIST_BYTES)
+    if why: raise DogftError(f"cannot read {p}: {why}")
+    try: t = pd.read_csv(io.BytesIO(data), sep='\t', dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError) as e: raise DogftError(f"cannot read {p} ({type(e).__name__}: {_error_text(e)}): fix it, or use --split 70,15,15") from None
+    col = next((c for c in ('folder', 'stanford_folder', 'breed') if c in t.columns), None)
+    if col is None or not {'file_name', 'split'} <= set(t.columns):
+        raise DogftError(f"{p} needs the columns file_name, split and folder (or stanford_folder or breed); it has {', '.join(t.columns)}")
+    return list(zip(t[col], t.file_name, t.split))
+
+def read_official_split(path # from `find_official_split`
+                       )->pd.DataFrame: # breed, file_name, split (`train` or `test`): one row per listed image of a Stanford breed
+    "The dataset's own split as a table keyed by breed and file name, from a TSV, Stanford's `*_list.mat` files, or `lists.tar`."
+    path = Path(path)
+    if path.suffix.lower() == '.tsv': rows = _tsv_rows(path)
+    else: rows = [(PurePosixPath(f).parent.name, PurePosixPath(f).name, s) for s,fs in _mat_lists(path).items() for f in fs]
+    wanted = _wanted(load_breeds())
+    df = pd.DataFrame([(b.name, f, s.strip().lower()) for d,f,s in rows if (b := _folder_breed(str(d), wanted))],
+                      columns=['breed', 'file_name', 'split']).drop_duplicates()
+    if bad := sorted(set(df.split) - {'train', 'test'}):
+        raise DogftError(f"{path}: split value(s) {', '.join(map(repr, bad))}: the official split has train and test only (validation is drawn from train)")
+    if len(both := df[df.duplicated(['breed', 'file_name'])]):
+        raise DogftError(f"{path} lists {both.breed.iloc[0]}/{both.file_name.iloc[0]} as both train and test: fix the file, or use --split 70,15,15")
+    if df.empty: raise DogftError(f"{path} lists no image of a Stanford Dogs breed")
+    return df.sort_values(['breed', 'file_name']).reset_index(drop=True)
+
+# %% ../nbs/00_data.ipynb #8ce782fa
+_VAL_FRACS = (1 - OFFICIAL_VAL, OFFICIAL_VAL, 0.)  # official train cut into train and val
+
+def official_splits(recs:list[dict], # verified images: `breed`, `source` (a path ending in the file name), `sha256`
+                    table:pd.DataFrame, # from `read_official_split`
+                    seed:int=42 # seed of the validation draw
+                   )->list[str|None]: # per record: `train`, `val`, `test`, or `None` when the table does not list it
+    "Each image's official split, with a stratified `OFFICIAL_VAL` share of each breed's official train drawn into `val` as `assign_splits` draws."
+    listed = dict(zip(zip(table.breed, table.file_name), table.split))
+    res = [listed.get((r['breed'], PurePosixPath(r['source']).name)) for r in recs]
+    train = {}
+    for i,(r,s) in enumerate(zip(recs, res)):
+        if s == 'train': train.setdefault(r['breed'], []).append(i)
+    for b,idx in train.items():
+        for i,s in zip(idx, assign_splits([recs[i]['sha256'] for i in idx], b, seed, _VAL_FRACS)): res[i] = s
+    return res
 
 # %% ../nbs/00_data.ipynb #80b4d503
 DATA_VERSION = 1  # bump when the procedure changes, so existing folders are rebuilt
@@ -427,11 +527,19 @@ def _source_info(source, url:str, raw_dir:Path)->dict:
         h.update(f'{line}\n'.encode())
     return dict(kind='folder', path=str(p), files=n, listing_sha256=h.hexdigest())
 
-def _stamp_key(src:dict, breeds:list[Breed], seed:int, fracs:tuple)->dict:
+def _split_file_id(p:Path)->dict:
+    "Path and sha256 of an official split file (of both `*_list.mat` files for Stanford's lists)."
+    p = Path(p)
+    if p.name != 'train_list.mat': return dict(path=str(p), sha256=sha256_file(p))
+    return dict(path=str(p), sha256=hashlib.sha256(f"{sha256_file(p)} {sha256_file(p.with_name('test_list.mat'))}".encode()).hexdigest())
+
+def _stamp_key(src:dict, breeds:list[Breed], seed:int, fracs, split_file=None)->dict:
     "What a processed folder is made from, as `stamp.json` records it: the same key next time means nothing to do."
     ident = {k: v for k,v in src.items() if k != 'tar'}
-    return dict(procedure=DATA_VERSION, source=ident, breeds=sorted(b.name for b in breeds), seed=seed,
-                fracs=list(fracs), min_size=MIN_SIZE)
+    key = dict(procedure=DATA_VERSION, source=ident, breeds=sorted(b.name for b in breeds), seed=seed,
+               fracs=fracs if isinstance(fracs, str) else list(fracs), min_size=MIN_SIZE)
+    if split_file is not None: key['split_file'] = _split_file_id(split_file)  # `--split official`: the file it came from, and its bytes
+    return key
 
 def _read_stamp(d:Path)->dict|None:
     "The stamp of processed folder `d`, or `None`."
@@ -440,15 +548,16 @@ def _read_stamp(d:Path)->dict|None:
 
 # %% ../nbs/00_data.ipynb #b3face48
 def _percent(fracs)->str:
-    "Train/val/test shares in percent, as `70/15/15`."
-    return '/'.join(f'{100*f:g}' for f in fracs)
+    "Train/val/test shares in percent, as `70/15/15`; `official` for the dataset's own split."
+    return fracs if isinstance(fracs, str) else '/'.join(f'{100*f:g}' for f in fracs)
 
 def _changes(old:dict, new:dict)->str:
     "Say which stamp inputs differ, e.g. `breeds changed (beagle,boxer -> beagle)`, `split changed (70/15/15 -> 60/15/25)`."
     def _s(k, v):
-        if k == 'fracs' and isinstance(v, list): return _percent(v)
+        if k == 'fracs' and isinstance(v, (list, str)): return _percent(v)
+        if k == 'split_file' and isinstance(v, dict): return f"{Path(v['path']).name} {v['sha256'][:8]}"
         return ','.join(map(str, v)) if isinstance(v, list) else (v.get('path') or v.get('url') if isinstance(v, dict) else str(v))
-    return '; '.join(f"{dict(fracs='split').get(k, k)} changed ({_s(k, old.get(k))} -> {_s(k, new[k])})"
+    return '; '.join(f"{dict(fracs='split', split_file='official split file').get(k, k)} changed ({_s(k, old.get(k))} -> {_s(k, new[k])})"
                      for k in new if old.get(k) != new[k]) or 'inputs changed'
 
 # %% ../nbs/00_data.ipynb #8d87472b
@@ -517,25 +626,68 @@ def _check_sizes(recs:list[dict], breeds:list[Breed], fracs:tuple):
         raise DogftError(f"too few usable images for a {_percent(fracs)} split, which needs {need} per breed so that train, val and test "
                          f"each get one: {', '.join(f'{b} has {k}' for b,k in short)}; add images, leave the breed out (--breeds) or change --split")
 
-def _build(items:Iterable, breeds:list[Breed], tmp:Path, seed:int, fracs:tuple, report:list,
-           total:int|None=None, quiet:bool=False)->pd.DataFrame:
-    "Verify, deduplicate, split and write the images into `tmp`; return the split table."
-    staging = tmp/'_staging'
-    staging.mkdir()
-    recs = _dedupe(_ingest(items, staging, report, total, quiet), report)
+def _by_share(recs:list[dict], breeds:list[Breed], seed:int, fracs:tuple, report:list)->list[tuple]:
+    "`(record, split)` pairs of a split by shares: duplicates kept once (`_dedupe`), each breed cut by `assign_splits`."
+    recs = _dedupe(recs, report)
     _check_sizes(recs, breeds, fracs)
-    rows = []
+    pairs = []
     for b in sorted(b.name for b in breeds):
         rs = [r for r in recs if r['breed'] == b]
-        used = set()
-        for r,split in zip(rs, assign_splits([r['sha256'] for r in rs], b, seed, fracs)):
-            stem = _safe_stem(r['source'])
-            if stem in used: stem = f"{stem}_{r['sha256'][:8]}"
-            used.add(stem)
-            rel = f'{split}/{b}/{stem}.jpg'
-            (tmp/rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging/f"{r['sha256']}.jpg", tmp/rel)
-            rows.append(dict(path=rel, breed=b, split=split, sha256=r['sha256'], width=r['width'], height=r['height'], source=r['source']))
+        pairs += zip(rs, assign_splits([r['sha256'] for r in rs], b, seed, fracs))
+    return pairs
+
+def _note_copies(pairs:list[tuple], report:list):
+    "Report byte-identical images that the official split lists more than once: kept, as listed, with kind `kept`."
+    groups = {}
+    for r,s in pairs: groups.setdefault(r['sha256'], []).append((r, s))
+    for g in (g for g in groups.values() if len(g) > 1):
+        labels = sorted({r['breed'] for r,_ in g})
+        what = f"under breeds {', '.join(labels)}: label ambiguous" if len(labels) > 1 else 'in the same breed'
+        for r,s in g:
+            others = ', '.join(f'{o["source"]} ({t})' for o,t in g if o is not r)
+            report.append(dict(source=r['source'], breed=r['breed'], kind='kept',
+                               reason=f"same bytes as {others}, {what}; kept in {s} because the official split lists it"))
+
+def _by_official(recs:list[dict], breeds:list[Breed], seed:int, table:pd.DataFrame, report:list)->list[tuple]:
+    "`(record, split)` pairs of the official split: every listed image kept (copies reported), unlisted ones reported and left out."
+    recs = sorted(recs, key=lambda r: (r['breed'], r['source']))
+    splits = official_splits(recs, table, seed)
+    for r,s in zip(recs, splits):
+        if s is None: report.append(dict(source=r['source'], breed=r['breed'], kind='unlisted',
+                                         reason="not in the official split: left out (--split 70,15,15 uses every image)"))
+    seen = {(r['breed'], PurePosixPath(r['source']).name) for r in [*recs, *report]}
+    names = {b.name for b in breeds}
+    for b,f,s in table.itertuples(index=False):
+        if b in names and (b, f) not in seen: report.append(dict(source=f, breed=b, kind='missing', reason=f"listed in the official split ({s}) but not in the source"))
+    pairs = [(r, s) for r,s in zip(recs, splits) if s]
+    _note_copies(pairs, report)
+    n = {b: dict.fromkeys(SPLITS, 0) for b in sorted(names)}
+    for r,s in pairs: n[r['breed']][s] += 1
+    if short := [f"{b} has {c['train']} train, {c['val']} val, {c['test']} test" for b,c in n.items() if min(c.values()) == 0]:
+        need = next(k for k in range(1, 100) if min(split_sizes(k, _VAL_FRACS)[:2]) > 0)
+        raise DogftError(f"the official split leaves a split empty ({'; '.join(short)}; validation needs {need} official train images): "
+                         f"add the listed images, leave the breed out (--breeds) or use --split 70,15,15")
+    return pairs
+
+def _build(items:Iterable, breeds:list[Breed], tmp:Path, seed:int, fracs, report:list,
+           total:int|None=None, quiet:bool=False, official:pd.DataFrame|None=None)->pd.DataFrame:
+    "Verify, deduplicate, split (by `fracs`, or the `official` table) and write the images into `tmp`; return the split table."
+    staging = tmp/'_staging'
+    staging.mkdir()
+    recs = _ingest(items, staging, report, total, quiet)
+    pairs = _by_share(recs, breeds, seed, fracs, report) if official is None else _by_official(recs, breeds, seed, official, report)
+    left = {}
+    for r,_ in pairs: left[r['sha256']] = left.get(r['sha256'], 0) + 1
+    rows,used = [],{}
+    for r,split in pairs:
+        b,stem = r['breed'],_safe_stem(r['source'])
+        if stem in used.setdefault(b, set()): stem = f"{stem}_{r['sha256'][:8]}"
+        used[b].add(stem)
+        rel = f'{split}/{b}/{stem}.jpg'
+        (tmp/rel).parent.mkdir(parents=True, exist_ok=True)
+        left[r['sha256']] -= 1  # an image the official split lists twice is copied; the last use moves it
+        (os.replace if left[r['sha256']] == 0 else shutil.copyfile)(staging/f"{r['sha256']}.jpg", tmp/rel)
+        rows.append(dict(path=rel, breed=b, split=split, sha256=r['sha256'], width=r['width'], height=r['height'], source=r['source']))
     shutil.rmtree(staging)
     df = pd.DataFrame(rows)
     df['split'] = pd.Categorical(df.split, SPLITS)
@@ -568,7 +720,8 @@ def _stale(dest:Path, key:dict)->str|None:
     return _split_problem(dest, old)[1]
 
 # %% ../nbs/00_data.ipynb #57ca836e
-def _rebuild(src:dict, bs:list[Breed], dest:Path, seed:int, fracs:tuple, sha256:str|None, key:dict, say, quiet:bool)->tuple:
+def _rebuild(src:dict, bs:list[Breed], dest:Path, seed:int, fracs, sha256:str|None, key:dict, say, quiet:bool,
+             official:pd.DataFrame|None=None)->tuple:
     "Get the source, build the processed folder in a temporary folder beside `dest` and rename it into place; the split table and the report."
     if src['kind'] == 'url':
         tar = Path(src['tar'])
@@ -583,11 +736,11 @@ def _rebuild(src:dict, bs:list[Breed], dest:Path, seed:int, fracs:tuple, sha256:
     try:
         if src['kind'] == 'folder': items,total = iter_folder(Path(src['path']), bs, report),count_files(Path(src['path']), bs)
         else: items,total = iter_tar(Path(src.get('tar') or src['path']), bs, report),None  # an archive is streamed: its length is unknown
-        df = _build(items, bs, tmp, seed, fracs, report, total, quiet)
+        df = _build(items, bs, tmp, seed, fracs, report, total, quiet, official)
         df.to_csv(tmp/'split.csv', index=False)
         pd.DataFrame(report, columns=['source', 'breed', 'kind', 'reason']).to_csv(tmp/'bad_files.csv', index=False)
         import PIL
-        stamp = dict(key=key, n_images=len(df), split_sha256=sha256_file(tmp/'split.csv'), n_skipped=len(report),
+        stamp = dict(key=key, n_images=len(df), split_sha256=sha256_file(tmp/'split.csv'), n_skipped=sum(r['kind'] != 'kept' for r in report),
                      pillow=PIL.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
         (tmp/'stamp.json').write_text(json.dumps(stamp, indent=1))
         old_dir = None
@@ -606,20 +759,25 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
                  dest=None, # processed folder; `None`: `dogft_home()/data/processed`
                  force:bool=False, # rebuild even if `dest` is up to date
                  seed:int=42, # split seed
-                 split=SPLIT_FRACS, # shares of train, val and test, in percent or fractions (`parse_split`)
+                 split=SPLIT_FRACS, # shares of train, val and test, in percent or fractions (`parse_split`), or `'official'` (`find_official_split`)
                  url:str=STANFORD_URL, # where to download the archive from when there is no local source
                  sha256:str|None=None, # expected sha256 of the downloaded archive, if known
                  quiet:bool=False # print nothing but errors
                 )->Path: # the processed folder
-    "Get Stanford Dogs, keep `breeds`, verify every image and write a stratified split (70/15/15 by default) with `split.csv`."
+    "Get Stanford Dogs, keep `breeds`, verify every image and write a stratified split (70/15/15 by default, or the official one) with `split.csv`."
     say = (lambda *a: None) if quiet else print
     if url == STANFORD_URL: url = os.environ.get('DOGFT_URL') or url  # a mirror, or an unreachable URL in tests
-    bs,fracs = resolve_breeds(breeds),parse_split(split)
+    official = isinstance(split, str) and split.strip().lower() == OFFICIAL
+    bs,fracs = resolve_breeds(breeds),OFFICIAL if official else parse_split(split)
     dest = Path(dest) if dest is not None else default_data_dir()
     if source is None: source = os.environ.get('DOGFT_SOURCE') or None
     src = _source_info(source, url, dest.parent/'raw')
     if src['kind'] == 'folder': breed_folders(src['path'], bs)  # fail before doing anything
-    key = _stamp_key(src, bs, seed, fracs)
+    table,split_file = None,None
+    if official:  # the split file is read (and checked) before anything is written
+        split_file = find_official_split(src.get('tar') or src['path'])
+        table = read_official_split(split_file)
+    key = _stamp_key(src, bs, seed, fracs, split_file)
     def _current():
         say(f"{_show(dest)} is up to date ({_read_stamp(dest).get('n_images')} images, {len(bs)} breeds); --force rebuilds it")
         return dest
@@ -630,10 +788,13 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
         if not force and why is None: return _current()
         if force and _read_stamp(dest) is not None: say(f"--force: rebuilding {_show(dest)}")
         elif why: say(f"rebuilding {_show(dest)}: {why}")
-        df,report = _rebuild(src, bs, dest, seed, fracs, sha256, key, say, quiet)
-    kinds = pd.Series([r['kind'] for r in report], dtype=object).value_counts()
-    if report: say(f"skipped {len(report)} file(s): " + ', '.join(f'{v} {k}' for k,v in kinds.items()) + f" (see {_show(dest/'bad_files.csv')})")
-    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}, split {_percent(fracs)}):")
+        df,report = _rebuild(src, bs, dest, seed, fracs, sha256, key, say, quiet, table)
+    skipped = [r for r in report if r['kind'] != 'kept']
+    kinds = pd.Series([r['kind'] for r in skipped], dtype=object).value_counts()
+    if skipped: say(f"skipped {len(skipped)} file(s): " + ', '.join(f'{v} {k}' for k,v in kinds.items()) + f" (see {_show(dest/'bad_files.csv')})")
+    if kept := len(report) - len(skipped): say(f"kept {kept} byte-identical copies that the official split lists (see {_show(dest/'bad_files.csv')})")
+    how = f'official train/test from {split_file.name}, validation {100*OFFICIAL_VAL:g}% of train' if official else _percent(fracs)
+    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}, split {how}):")
     say(count_table(df).to_string())
     return dest
 
@@ -678,7 +839,7 @@ def dogft_data(
     dest:str=None, # processed folder (default: $DOGFT_HOME/data/processed)
     force:bool=False, # rebuild even when up to date
     seed:int=42, # split seed
-    split:str='70,15,15', # percent of each breed's images in train, val and test
+    split:str='70,15,15', # percent of each breed's images in train, val and test, or `official`: the dataset's own train/test, val 15% of train
 ):
-    "Get Stanford Dogs, keep the chosen breeds, verify the images and split them per breed (70/15/15, seed 42, unless asked otherwise)."
+    "Get Stanford Dogs, keep the chosen breeds, verify the images and split them per breed (70/15/15, seed 42, unless asked otherwise; or the dataset's official train/test)."
     prepare_data(source, breeds, dest, force=force, seed=seed, split=split)

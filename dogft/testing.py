@@ -231,3 +231,46 @@ def make_open_set_onnx(path, # where to write the `.onnx`
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(mp, str(path))
     return path
+
+def _official_rows(root, n_train:int, seed:int)->list[tuple]:
+    "`(folder, file_name, split)` for every file of each breed folder of `root`: `n_train` drawn as `train`, the rest `test`."
+    rows = []
+    for d in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        files = sorted(f.name for f in d.iterdir() if f.is_file() and not f.name.startswith('.'))
+        train = set(np.random.default_rng([seed, zlib.crc32(d.name.encode())]).permutation(files)[:n_train].tolist())
+        rows += [(d.name, f, 'train' if f in train else 'test') for f in files]
+    return rows
+
+def make_split_manifest(root, # a folder of breed folders (`make_fake_stanford`)
+                        n_train:int=10, # images per breed listed as `train`; the others are `test`
+                        name:str='MANIFEST.tsv', # file written in `root`
+                        seed:int=0 # which images are `train`
+                       )->Path: # the file written
+    "A `MANIFEST.tsv` like the 120-breed folder's (folder, file_name, split) listing every image in `root`'s breed folders."
+    path = Path(root)/name
+    path.write_text('folder\tfile_name\tsplit\n' + ''.join(f'{d}\t{f}\t{s}\n' for d,f,s in _official_rows(root, n_train, seed)))
+    return path
+
+def make_stanford_lists(root, # a folder of breed folders (`make_fake_stanford`)
+                        dest, # `lists.tar` to write, or a folder for `train_list.mat` and `test_list.mat`
+                        n_train:int=10, # images per breed listed as `train`; the others are `test`
+                        seed:int=0 # which images are `train` (the same draw as `make_split_manifest`)
+                       )->Path: # `dest`
+    "Stanford's own split files (`train_list.mat`, `test_list.mat`: MATLAB cell arrays of `folder/file.jpg`), as a folder or a `lists.tar`."
+    import tarfile, tempfile
+    from scipy.io import savemat
+    rows,dest = _official_rows(root, n_train, seed),Path(dest)
+    def _write(folder):
+        for split in ('train', 'test'):
+            files = [f'{d}/{f}' for d,f,s in rows if s == split]
+            fl = np.empty((len(files), 1), dtype=object)
+            for i,f in enumerate(files): fl[i, 0] = np.array([f])
+            savemat(Path(folder)/f'{split}_list.mat', dict(file_list=fl, labels=np.ones((len(files), 1))))
+    if dest.suffix != '.tar':
+        dest.mkdir(parents=True, exist_ok=True)
+        _write(dest)
+        return dest
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(dest, 'w') as tf:
+        _write(tmp)
+        for split in ('train', 'test'): tf.add(Path(tmp)/f'{split}_list.mat', arcname=f'{split}_list.mat')
+    return dest

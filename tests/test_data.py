@@ -478,3 +478,173 @@ def test_cache_build_is_atomic(tmp_path):
     d = prepare_data(src, 'beagle', tmp_path/'p', quiet=True)
     dls = get_dls(d, bs=4, device='cpu', verbose=False)
     assert dls.vocab == ['beagle'] and dls.valid.one_batch()[0].shape == (2, 3, 224, 224)
+
+
+# ---------------------------------------------------------------- the official split (issue 27)
+
+from dogft.testing import make_split_manifest, make_stanford_lists
+from dogft.data import ALL_BREEDS, OFFICIAL_VAL
+
+VAL_FRACS = (1 - OFFICIAL_VAL, OFFICIAL_VAL, 0.)
+
+
+def names(s): return sorted(s.str.rsplit('/', n=1).str[-1])
+
+
+def check_official(d, manifest):
+    "The test split is the manifest's test, exactly; val is drawn from its train, 15% of each breed's (within one image)."
+    df = read_split(d)
+    m = pd.read_csv(manifest, sep='\t')
+    assert names(df.source[df.split == 'test']) == sorted(m.file_name[m.split == 'test'])
+    assert names(df.source[df.split != 'test']) == sorted(m.file_name[m.split == 'train'])
+    for b, g in df.groupby('breed'):
+        n_train = (g.split != 'test').sum()
+        assert ((g.split == 'train').sum(), (g.split == 'val').sum()) == split_sizes(n_train, VAL_FRACS)[:2], b
+        assert abs((g.split == 'val').sum() - OFFICIAL_VAL*n_train) <= 1 and (g.split == 'val').sum() >= 1
+    files = sorted(p.relative_to(d).as_posix() for s in SPLITS for p in (d/s).rglob('*.jpg'))
+    assert files == sorted(df.path)
+    return df
+
+
+def test_official_split_respected_and_deterministic(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer', 'pug'), n=40)
+    manifest = make_split_manifest(src, n_train=25)
+    d = prepare_data(src, 'beagle,boxer,pug', tmp_path/'a', split='official', quiet=True)
+    df = check_official(d, manifest)
+    assert df.split.value_counts().to_dict() == dict(train=3*21, val=3*4, test=3*15)
+    again = prepare_data(src, 'beagle,boxer,pug', tmp_path/'b', split='official', quiet=True)
+    assert (again/'split.csv').read_bytes() == (d/'split.csv').read_bytes()
+    other = check_official(prepare_data(src, 'beagle,boxer,pug', tmp_path/'c', split='official', seed=0, quiet=True), manifest)
+    assert set(other.sha256[other.split == 'test']) == set(df.sha256[df.split == 'test'])  # the seed draws validation only
+    assert set(other.sha256[other.split == 'val']) != set(df.sha256[df.split == 'val'])
+    stamp = json.loads((d/'stamp.json').read_text())
+    assert stamp['key']['fracs'] == 'official' and stamp['key']['split_file']['path'] == str(manifest.resolve())
+
+
+def test_official_split_breeds_all_cli(tmp_path):
+    "`--breeds all --split official` end to end on a synthetic copy of the 120-breed folder (archive folder names)."
+    src = make_fake_stanford(tmp_path/'src', breeds=ALL_BREEDS, n=6, size=(64, 64))
+    manifest = make_split_manifest(src, n_train=4)
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--source', str(src), '--breeds', 'all', '--split', 'official', home=home, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'wrote 720 images of 120 breeds' in r.stdout and 'split official train/test from MANIFEST.tsv, validation 15% of train' in r.stdout
+    df = check_official(home/'data'/'processed', manifest)
+    assert len(df) == 720 and (df.split == 'test').sum() == 240 and df.breed.nunique() == 120
+    r = run_cli('--source', str(src), '--breeds', 'all', '--split', 'official', home=home)
+    assert r.returncode == 0 and 'up to date' in r.stdout
+
+
+def test_official_split_needs_split_info(tmp_path, fake_src):
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--source', str(fake_src), '--split', 'official', '--breeds', 'beagle,boxer', home=home)
+    assert_one_line_error(r, 'comes with no official train/test split', 'lists.tar', '--split 70,15,15')
+    assert not (home/'data').exists()  # refused before anything is written
+    (fake_src/'MANIFEST.tsv').write_text('folder\tfile_name\tsha256\n')  # a manifest without a split column is no split
+    assert_one_line_error(run_cli('--source', str(fake_src), '--split', 'official', '--breeds', 'beagle', home=home), 'comes with no official train/test split')
+    with tarfile.open(tmp_path/'images.tar', 'w') as tf: tf.add(fake_src, arcname='Images')
+    with pytest.raises(DogftError, match='comes with no official'): prepare_data(tmp_path/'images.tar', 'beagle', tmp_path/'t', split='official')
+    r = run_cli('--source', str(fake_src), '--split', 'officiel', home=home)
+    assert_one_line_error(r, 'or official')
+
+
+def test_switching_split_kind_rebuilds(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer'), n=20)
+    manifest = make_split_manifest(src, n_train=12)
+    home = tmp_path/'home'; home.mkdir()
+    d = home/'data'/'processed'
+    assert run_cli('--source', str(src), '--split', 'official', '--breeds', 'beagle,boxer', home=home).returncode == 0
+    official = check_official(d, manifest)
+    r = run_cli('--source', str(src), '--breeds', 'beagle,boxer', home=home)
+    assert r.returncode == 0 and 'split changed (official -> 70/15/15)' in r.stdout.splitlines()[0], r.stdout
+    check_split(d, 40)
+    r = run_cli('--source', str(src), '--split', 'official', '--breeds', 'beagle,boxer', home=home)
+    assert r.returncode == 0 and 'split changed (70/15/15 -> official)' in r.stdout.splitlines()[0], r.stdout
+    assert read_split(d).equals(official)
+    # an edited split file is another split
+    m = pd.read_csv(manifest, sep='\t')
+    i, j = m.index[m.split == 'train'][0], m.index[m.split == 'test'][0]  # one beagle image changes sides each way
+    m.loc[i, 'split'], m.loc[j, 'split'] = 'test', 'train'
+    m.to_csv(manifest, sep='\t', index=False)
+    r = run_cli('--source', str(src), '--split', 'official', '--breeds', 'beagle,boxer', home=home)
+    assert r.returncode == 0 and 'official split file changed (MANIFEST.tsv ' in r.stdout.splitlines()[0], r.stdout
+    check_official(d, manifest)
+    # a consumer asking for other breeds rebuilds with the official split it was made with
+    ensure_data(d, 'beagle', source=src, quiet=True)
+    assert json.loads((d/'stamp.json').read_text())['key']['fracs'] == 'official'
+    assert set(read_split(d).breed) == {'beagle'}
+
+
+def test_official_split_from_stanford_lists(tmp_path):
+    "Stanford's own `lists.tar` beside `images.tar` (or `train_list.mat`/`test_list.mat` in a folder) gives the same split as the manifest."
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'pug'), n=20)
+    manifest = make_split_manifest(src, n_train=12, name='ref.tsv')  # the same draw as the lists; not a name the data layer looks for
+    with tarfile.open(tmp_path/'images.tar', 'w') as tf: tf.add(src, arcname='Images')
+    make_stanford_lists(src, tmp_path/'lists.tar', n_train=12)
+    t = check_official(prepare_data(tmp_path/'images.tar', 'beagle,pug', tmp_path/'t', split='official', quiet=True), manifest)
+    make_stanford_lists(src, src, n_train=12)
+    f = check_official(prepare_data(src, 'beagle,pug', tmp_path/'f', split='official', quiet=True), manifest)
+    assert sorted(zip(t.sha256, t.split)) == sorted(zip(f.sha256, f.split))
+
+
+def test_official_split_keeps_listed_copies_and_reports_the_rest(tmp_path):
+    "The official split's rows are the dataset's: a cross-breed copy it lists stays (reported); unlisted and missing images are reported."
+    src = make_fake_stanford(tmp_path/'src', breeds=('toy_poodle', 'miniature_poodle'), n=20)
+    same = make_image(seed=999)
+    (src/'n02113624-toy_poodle'/'x.jpg').write_bytes(same)
+    (src/'n02113712-miniature_poodle'/'y.jpg').write_bytes(same)
+    manifest = make_split_manifest(src, n_train=12)
+    (src/'n02113624-toy_poodle'/'stray.jpg').write_bytes(make_image(seed=12345))
+    (src/'n02113712-miniature_poodle'/'n02113712_0.jpg').unlink()
+    d = tmp_path/'out'
+    out = io.StringIO()
+    from contextlib import redirect_stdout
+    with redirect_stdout(out): prepare_data(src, 'toy_poodle,miniature_poodle', d, split='official')
+    df = read_split(d)
+    assert len(df) == 41 and df.sha256.duplicated().sum() == 1
+    bad = pd.read_csv(d/'bad_files.csv')
+    assert sorted(zip(bad.kind, bad.source.str.rsplit('/', n=1).str[-1])) == \
+        [('kept', 'x.jpg'), ('kept', 'y.jpg'), ('missing', 'n02113712_0.jpg'), ('unlisted', 'stray.jpg')]
+    assert 'label ambiguous' in bad.reason[bad.kind == 'kept'].iloc[0]
+    assert 'skipped 2 file(s): 1 unlisted, 1 missing' in out.getvalue() or 'skipped 2 file(s): 1 missing, 1 unlisted' in out.getvalue()
+    assert 'kept 2 byte-identical copies' in out.getvalue()
+    assert json.loads((d/'stamp.json').read_text())['n_skipped'] == 2
+
+
+def test_official_split_too_few_train(tmp_path):
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'pug'), n=10)
+    make_split_manifest(src, n_train=3)  # 15% of 3 rounds to no validation image
+    with pytest.raises(DogftError, match=r'pug has 3 train, 0 val, 7 test; validation needs 4 official train images\): .*--split 70,15,15'):
+        prepare_data(src, 'beagle,pug', tmp_path/'out', split='official', quiet=True)
+    assert not (tmp_path/'out').exists()
+
+
+@pytest.mark.skipif(shared_stanford_dogs() is None, reason='no shared Stanford Dogs folder')
+def test_real_official_split_seven_breeds(tmp_path):
+    src = shared_stanford_dogs()
+    seven = 'beagle,boxer,german_shepherd,golden_retriever,toy_poodle,miniature_poodle,standard_poodle'
+    d = prepare_data(src, seven, tmp_path/'p', split='official', quiet=True)
+    df = read_split(d)
+    m = pd.read_csv(src/'OFFICIAL_SPLIT.tsv', sep='\t')
+    assert len(df) == len(m) == 1113 and (df.split == 'test').sum() == (m.split == 'test').sum() == 413
+    assert names(df.source[df.split == 'test']) == sorted(m.file_name[m.split == 'test'])
+    assert df.split.value_counts().to_dict() == dict(train=7*85, val=7*15, test=413)
+    assert pd.read_csv(d/'bad_files.csv').empty  # the poodles' same-picture pairs are different crops: nothing to report
+
+
+REAL_120 = None if shared_stanford_dogs() is None else shared_stanford_dogs().parent/'stanford-dogs-120'
+
+@pytest.mark.skipif(REAL_120 is None or not (REAL_120/'MANIFEST.tsv').exists(), reason='no shared 120-breed folder')
+@pytest.mark.skipif(os.environ.get('DOGFT_SCALE_TESTS') != '1', reason='the 120-breed set is for scale checks: DOGFT_SCALE_TESTS=1 runs it')
+def test_real_120_breeds_official_cli(tmp_path):
+    "Issue 27's check: all 120 breeds, official split: 20,580 rows, 8,580 test, under 4 GiB, with progress (about 25 s)."
+    import resource
+    home = tmp_path/'home'; home.mkdir()
+    r = run_cli('--source', str(REAL_120), '--breeds', 'all', '--split', 'official', home=home, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 4*2**20  # KiB on Linux
+    assert 'files/s' in r.stdout and 'verifying images: 20,580 files in' in r.stdout
+    df = read_split(home/'data'/'processed')
+    assert len(df) == 20580 and (df.split == 'test').sum() == 8580 and df.breed.nunique() == 120
+    m = pd.read_csv(REAL_120/'MANIFEST.tsv', sep='\t')
+    assert set(df.source[df.split == 'test']) == set(m.folder[m.split == 'test'] + '/' + m.file_name[m.split == 'test'])
