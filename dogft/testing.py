@@ -274,3 +274,39 @@ def make_stanford_lists(root, # a folder of breed folders (`make_fake_stanford`)
         _write(tmp)
         for split in ('train', 'test'): tf.add(Path(tmp)/f'{split}_list.mat', arcname=f'{split}_list.mat')
     return dest
+
+OWN_CLASSES = ('red_square', 'blue_circle', 'green_stripes')  # synthetic classes that are not dog breeds (nor ImageNet classes)
+
+def make_shape_image(kind:str, # `red_square`, `blue_circle` or `green_stripes` (anything else: a `make_image` picture)
+                     size=(80, 80), # width, height
+                     seed:int=0 # seed of the background noise and the shape's position
+                    )->bytes:
+    "JPEG bytes of a synthetic picture of one of `OWN_CLASSES`: a coloured shape on a noisy grey background."
+    from PIL import ImageDraw
+    if kind not in OWN_CLASSES: return make_image(size, seed=seed)
+    rng = np.random.default_rng(seed)
+    w,h = size
+    img = Image.fromarray(rng.integers(90, 170, (h, w, 3), dtype=np.uint8))
+    d = ImageDraw.Draw(img)
+    x,y,s = int(rng.integers(0, w//4)), int(rng.integers(0, h//4)), min(w, h)//2
+    if kind == 'red_square': d.rectangle([x, y, x + s, y + s], fill=(220, 30, 30))
+    elif kind == 'blue_circle': d.ellipse([x, y, x + s, y + s], fill=(30, 30, 220))
+    else:
+        for i in range(0, w, 8): d.rectangle([i, 0, i + 3, h], fill=(30, 200, 30))
+    buf = io.BytesIO()
+    img.save(buf, 'JPEG', quality=90)
+    return buf.getvalue()
+
+def make_own_classes(root:Path, # folder to create: one folder per class
+                     classes=OWN_CLASSES, # class folder names (any names; `OWN_CLASSES` get their shapes)
+                     n:int=12, # images per class
+                     size=(80, 80), # image size
+                     seed:int=0 # seed of the pictures
+                    )->Path:
+    "An ImageFolder of synthetic classes that are not Stanford Dogs breeds: `root/<class>/<class>_<i>.jpg`."
+    root = Path(root)
+    for i,c in enumerate(classes):
+        d = root/c
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(n): (d/f'{c.replace(" ", "_")}_{j}.jpg').write_bytes(make_shape_image(c, size, seed=seed*100_000 + i*1000 + j))
+    return root
