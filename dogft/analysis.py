@@ -292,6 +292,14 @@ def summarize_config(rs:list[dict], # the runs of one model × strategy
     return row
 
 # %% ../nbs/04_analysis.ipynb #822f84b3
+def _no_zero_shot(runs:list[dict])->str:
+    "Why a model has no zero-shot row: classes that are not ImageNet classes (so no such baseline exists), else a missing metrics file."
+    from dogft.data import class_of  # here, not at the top: only a model without a zero-shot row needs it
+    own = sorted({n for m in runs for n in m.get('class_names') or [] if class_of(n).imagenet_index is None})
+    if not own: return 'no zero-shot metrics file for this model'
+    return (f"no zero-shot baseline: {', '.join(own[:3])}{' and others' if len(own) > 3 else ''} "
+            f"{'is not an ImageNet class' if len(own) == 1 else 'are not ImageNet classes'}, so the ImageNet head has no row to start from")
+
 def comparison_table(runs:list[dict], # usable runs, from `load_runs`
                      alpha:float=0.05 # significance level of the paired tests
                     )->tuple[pd.DataFrame, dict|None, dict]: # (numeric table, the model to ship, paired tests)
@@ -304,7 +312,7 @@ def comparison_table(runs:list[dict], # usable runs, from `load_runs`
     rows = []
     for model in dict.fromkeys(k[0] for k in groups):
         if (model, 'zero-shot') not in groups:
-            rows.append(dict(model=model, strategy='zero-shot', n_seeds=0, note='no zero-shot metrics file for this model'))
+            rows.append(dict(model=model, strategy='zero-shot', n_seeds=0, note=_no_zero_shot([m for k,rs in groups.items() if k[0] == model for m in rs])))
         for k,rs in groups.items():
             if k[0] != model: continue
             r = summarize_config(rs)
@@ -443,6 +451,9 @@ def what_training_buys(df:pd.DataFrame, # numeric table from `comparison_table`
         z,tuned = rows.get((model, 'zero-shot')),[k for k in rows if k[0] == model and k[1] != 'zero-shot']
         if not tuned: continue
         if z is None:
+            why = next((r['note'] for r in df.to_dict('records') if r['model'] == model and r['strategy'] == 'zero-shot'), '')
+            if str(why).startswith('no zero-shot baseline'):
+                lines.append(f"- **{model}: {why}**: there is no untrained baseline to measure fine-tuning against; its trained configurations are compared with each other only."); continue
             lines.append(f"- **{model}: no zero-shot metrics file**, so how much fine-tuning helps this model is not measured."); continue
         top = max(tuned, key=lambda k: rows[k]['test_acc'])
         lines.append(f"- {model} zero-shot (ImageNet head, no training): test accuracy {_pct(z['test_acc'])}; its trained configurations reach "

@@ -1,4 +1,4 @@
-"""Get Stanford Dogs (download, a local `images.tar`, or a folder of breed folders), keep the chosen breeds, verify every image, and split it 70/15/15 per breed, or keep the dataset's official train/test.
+"""Get Stanford Dogs (download, a local `images.tar`, a folder of breed folders, or any folder of class folders), keep the chosen classes, verify every image, and split it 70/15/15 per class, or keep the dataset's official train/test.
 
 Docs: https://dogft.github.io/dogft/data.html.md"""
 
@@ -7,9 +7,10 @@ Docs: https://dogft.github.io/dogft/data.html.md"""
 # %% auto #0
 __all__ = ['ALL_BREEDS', 'DEFAULT_BREEDS', 'MIN_SIZE', 'MAX_IMAGE_BYTES', 'STANFORD_URL', 'NO_SOURCE_HINT', 'SPLIT_FRACS',
            'SPLITS', 'OFFICIAL', 'OFFICIAL_VAL', 'OFFICIAL_TABLES', 'LISTS_URL', 'DATA_VERSION', 'LOCK_WAIT',
-           'UnknownBreedError', 'breed_name', 'Breed', 'load_breeds', 'resolve_breeds', 'default_data_dir',
-           'shared_stanford_dogs', 'check_image', 'encode_jpeg', 'read_regular_file', 'breed_folders', 'iter_folder',
-           'count_files', 'iter_tar', 'check_online', 'download', 'split_sizes', 'min_class_size', 'assign_splits',
+           'UnknownBreedError', 'breed_name', 'Breed', 'load_breeds', 'resolve_breeds', 'class_key', 'class_of',
+           'class_names', 'default_data_dir', 'shared_stanford_dogs', 'check_image', 'encode_jpeg', 'read_regular_file',
+           'folder_classes', 'select_classes', 'breed_folders', 'iter_folder', 'count_files', 'read_labels',
+           'iter_labels', 'iter_tar', 'check_online', 'download', 'split_sizes', 'min_class_size', 'assign_splits',
            'parse_split', 'find_official_split', 'read_official_split', 'official_splits', 'count_table',
            'prepare_data', 'read_split', 'ensure_data', 'dogft_data']
 
@@ -38,11 +39,11 @@ def breed_name(folder:str # archive folder, e.g. `n02086240-Shih-Tzu`
 
 # %% ../nbs/00_data.ipynb #be987708
 class Breed(NamedTuple):
-    "One Stanford Dogs breed."
-    name: str  # lowercased lemma, e.g. `german_shepherd`
-    synset: str  # WordNet id, e.g. `n02106662`
-    folder: str  # folder in the official archive, e.g. `n02106662-German_shepherd`
-    imagenet_index: int  # class index in ImageNet-1k
+    "One class: a Stanford Dogs breed, or a class of the user's own (`synset` empty, `imagenet_index` `None`)."
+    name: str  # lowercased lemma, e.g. `german_shepherd`; for a class of one's own its `class_key`, e.g. `red_square`
+    synset: str  # WordNet id, e.g. `n02106662` (`''`: not a Stanford breed)
+    folder: str  # folder in the official archive, e.g. `n02106662-German_shepherd` (a class of one's own: its folder's name)
+    imagenet_index: int|None  # class index in ImageNet-1k (`None`: no ImageNet class)
     description: str  # ImageNet-1k class description
     official_train: int  # images in the official train split
     official_test: int  # images in the official test split
@@ -90,6 +91,28 @@ def resolve_breeds(names:str|Iterable[str]|None=None # breed names or synsets (l
         if b not in res: res.append(b)
     if not res: raise DogftError("no breeds given")
     return res
+
+# %% ../nbs/00_data.ipynb #9d0cec78
+def class_key(name:str # a class folder's name or a class name, e.g. `Red Square`
+             )->str: # lowercased, every run of other characters than letters, digits, `.`, `+` and `-` made one `_`, e.g. `red_square`
+    "The normalised name of a class: two names with the same key are the same class (and its folder name in the processed data)."
+    return re.sub(r'(?:[^\w.+-]|_)+', '_', name.strip().lower()).strip('_.')
+
+# %% ../nbs/00_data.ipynb #e5654233
+def class_of(folder:str # a class folder's name: a Stanford breed's archive folder, name or synset, or any other class name
+            )->Breed: # the breed it names, or a class of one's own (`synset` `''`, `imagenet_index` `None`)
+    "The class a folder stands for: a Stanford Dogs breed keeps its breed and ImageNet class; any other name is a class of its own."
+    k,idx = _key(folder),_breed_index()
+    if b := idx.get(k) or idx.get(m.group(1) if (m := re.match(r'(n\d{8})-', k)) else None): return b
+    if not (name := class_key(folder)): raise DogftError(f"class folder {folder!r} has no letters or digits in its name: rename it")
+    return Breed(name, '', folder, None, '', 0, 0)
+
+# %% ../nbs/00_data.ipynb #2568f744
+def class_names(names:str|Iterable[str] # class names (list or comma separated): Stanford breed spellings or classes of one's own; `'all'`: the 120 breeds
+               )->list[str]: # normalised names, without duplicates, in the order given
+    "Normalised class names: a Stanford breed's name, synset or archive folder gives the breed's name; any other name its `class_key`."
+    if isinstance(names, str): names = list(ALL_BREEDS) if names.strip().lower() == 'all' else names.split(',')
+    return list(dict.fromkeys(class_of(n).name for n in names if n.strip()))
 
 # %% ../nbs/00_data.ipynb #369ac0bd
 def default_data_dir()->Path:
@@ -190,34 +213,81 @@ def read_regular_file(path:Path, # an entry of a breed folder
     if st.st_size > limit: return None, *_too_large(st.st_size, limit)
     return _read_open(path, limit)
 
-# %% ../nbs/00_data.ipynb #9193afdb
-def _folder_breed(folder:str, wanted:dict)->Breed|None:
-    "The wanted breed a folder name stands for, if any."
-    k = _key(folder)
-    return wanted.get(k) or wanted.get(k.split('-', 1)[0])
-
-def _wanted(breeds:list[Breed])->dict:
-    return {k: b for b in breeds for k in (_key(b.name), b.synset, _key(b.folder))}
+# %% ../nbs/00_data.ipynb #98205f46
+_ARCHIVE_DIRS = {'Images', 'Annotation', 'Lists'}  # folders of the extracted official archive: its classes are under `Images/`
 
 def _subdirs(d:Path)->list[Path]:
     "The folders in `d`, symlinks to folders included (sorted)."
     return sorted(p for p in d.iterdir() if p.is_dir())
 
-def breed_folders(root:Path, # folder of breed folders (or a folder holding `Images/`)
-                  breeds:list[Breed] # breeds wanted
-                 )->list[tuple]: # `(breed, folder)` pairs, sorted by folder
-    "The folders of `root` holding the chosen breeds; raise `DogftError` naming the breeds without one, or a breed folder that is a symlink."
-    root,wanted = Path(root),_wanted(breeds)
-    dirs = _subdirs(root)
-    if not any(_folder_breed(p.name, wanted) for p in dirs) and (root/'Images').is_dir() and not (root/'Images').is_symlink():
-        dirs = _subdirs(root/'Images')
-    res = [(b, p) for p in dirs if (b := _folder_breed(p.name, wanted))]
+def _class_dirs(root:Path)->list[Path]:
+    "The class folders of `root` (sorted; hidden ones left out), or of `root/Images` when `root` is an extracted archive."
+    dirs = [p for p in _subdirs(root) if not p.name.startswith('.')]
+    img = root/'Images'
+    if dirs and {p.name for p in dirs} <= _ARCHIVE_DIRS and img.is_dir() and not img.is_symlink():
+        dirs = [p for p in _subdirs(img) if not p.name.startswith('.')]
+    return dirs
+
+def folder_classes(root:Path # an ImageFolder: one folder of images per class (or a folder holding `Images/`)
+                  )->list[tuple]: # `(class, folder)` pairs, sorted by folder
+    "Every class folder of `root` and the class it stands for (`class_of`); raise `DogftError` when there is none, or two folders name one class."
+    root,seen = Path(root),{}
+    for p in _class_dirs(root):
+        b = class_of(p.name)
+        if b.name in seen:
+            raise DogftError(f"class folders {seen[b.name][1].name!r} and {p.name!r} of {root} both name the class {b.name!r} "
+                             f"(names are compared lowercased, spaces and underscores alike): rename one, or merge their images into one folder")
+        seen[b.name] = (b, p)
+    if not seen: raise DogftError(f"{root} has no class folders: give a folder with one folder of images per class (e.g. {root}/cats/*.jpg)")
+    return sorted(seen.values(), key=lambda t: t[1].name)
+
+# %% ../nbs/00_data.ipynb #496c8b5a
+def select_classes(found:list[Breed], # the classes of a source folder (`folder_classes`)
+                   names:str|Iterable[str]|None=None # wanted: names, synsets or folder names (list or comma separated), `'all'`, or `None`
+                  )->list[Breed]: # the classes to keep, in the order given
+    "The classes of a folder to keep: `names`; `None` or `'all'`: every class, except that a folder of Stanford breeds only keeps today's defaults (the five, or all 120)."
+    if all(b.synset for b in found) and (names is None or (isinstance(names, str) and names.strip().lower() == 'all')): return resolve_breeds(names)
+    if names is None or (isinstance(names, str) and names.strip().lower() == 'all'): return list(found)
+    idx = {}
+    for b in found: idx.update({class_key(b.folder): b, b.name: b, **({b.synset: b} if b.synset else {})})
+    res = []
+    for n in ([*names.split(',')] if isinstance(names, str) else names):
+        if not n.strip(): continue
+        b = idx.get(class_key(n)) or idx.get(class_of(n).name)
+        if b is None:
+            if class_of(n).synset: b = class_of(n)  # a Stanford breed without a folder: `breed_folders` names it
+            elif all(b.synset for b in found): resolve_breeds([n])  # a folder of breeds: an unknown breed, said as ever
+            else:
+                close = difflib.get_close_matches(class_key(n), list(dict.fromkeys([b.name for b in found] + ALL_BREEDS)), n=3, cutoff=0.6)
+                hint = f"did you mean {', '.join(close)}?" if close else f"its classes are {', '.join(b.name for b in found[:12])}{', ...' if len(found) > 12 else ''}"
+                raise UnknownBreedError(f"unknown class {n.strip()!r}: the source has no folder for it; {hint}")
+        if b not in res: res.append(b)
+    if not res: raise DogftError("no classes given")
+    return res
+
+# %% ../nbs/00_data.ipynb #9193afdb
+def _folder_breed(folder:str, wanted:dict)->Breed|None:
+    "The wanted breed a folder name stands for, if any (an archive folder `n02088364-...` by its synset)."
+    k = _key(folder)
+    return wanted.get(k) or (wanted.get(m.group(1)) if (m := re.match(r'(n\d{8})-', k)) else None)
+
+def _wanted(breeds:list[Breed])->dict:
+    return {k: b for b in breeds for k in (_key(b.name), b.synset, _key(b.folder)) if k}
+
+def breed_folders(root:Path, # folder of class folders (or a folder holding `Images/`)
+                  breeds:list[Breed] # classes wanted: Stanford breeds (`resolve_breeds`) or any (`select_classes`)
+                 )->list[tuple]: # `(class, folder)` pairs, sorted by folder
+    "The folders of `root` holding the chosen classes; raise `DogftError` naming the classes without one, a class folder that is a symlink, or two folders of one class."
+    root,wanted = Path(root),{b.name: b for b in breeds}
+    res = [(wanted[b.name], p) for b,p in folder_classes(root) if b.name in wanted]
     if linked := [p for _,p in res if p.is_symlink()]:
-        raise DogftError(f"{linked[0]} is a symlink: dogft follows no links inside a source; put the breed's folder itself there "
-                         f"(or pass the folder of breed folders it links into as --source)")
+        raise DogftError(f"{linked[0]} is a symlink: dogft follows no links inside a source; put the class's folder itself there "
+                         f"(or pass the folder of class folders it links into as --source)")
     missing = [b for b in breeds if b not in {b for b,_ in res}]
-    if missing: raise DogftError(f"{root} has no folder for breed(s) {', '.join(b.name for b in missing)} "
-                                 f"(expected e.g. {missing[0].folder}/ or {missing[0].name}/)")
+    if missing and all(b.synset for b in missing):
+        raise DogftError(f"{root} has no folder for breed(s) {', '.join(b.name for b in missing)} "
+                         f"(expected e.g. {missing[0].folder}/ or {missing[0].name}/)")
+    if missing: raise DogftError(f"{root} has no folder for class(es) {', '.join(b.name for b in missing)}: add one, or leave it out of --classes")
     return res
 
 # %% ../nbs/00_data.ipynb #e6b771e5
@@ -245,6 +315,49 @@ def count_files(root:Path, # folder of breed folders (or a folder holding `Image
                )->int:
     "How many files `iter_folder` reads from `root` for `breeds`: the regular files whose names do not start with '.'."
     return sum(1 for _,d in breed_folders(root, breeds) for f in os.scandir(d) if not f.name.startswith('.') and f.is_file(follow_symlinks=False))
+
+# %% ../nbs/00_data.ipynb #63a1fa3d
+def read_labels(path:Path # a CSV with the columns `path` (relative to the source folder) and `label`
+               )->pd.DataFrame: # path, label (as written), class (`class_of(label).name`)
+    "The images and labels of a labels file; a missing column, an empty label, a path leaving the source, or two labels naming one class raise `DogftError`."
+    path = Path(path)
+    data,_,why = read_regular_file(path)
+    if why: raise DogftError(f"cannot read the labels file {path}: {why}")
+    try: t = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DogftError(f"cannot read the labels file {path} ({type(e).__name__}: {_error_text(e)}): give a CSV with the columns path,label") from None
+    t.columns = [str(c).strip().lower() for c in t.columns]
+    if not {'path', 'label'} <= set(t.columns): raise DogftError(f"the labels file {path} needs the columns path and label; it has {', '.join(t.columns)}")
+    t = t[['path', 'label']].apply(lambda c: c.str.strip())
+    if len(empty := t.index[t.label == '']): raise DogftError(f"the labels file {path}: row {empty[0] + 2} has no label: label every image, or remove its row")
+    if bad := [p for p in t.path if not p or p.startswith(('/', '\\')) or re.match(r'^[A-Za-z]:', p) or '..' in re.split(r'[/\\]', p)]:
+        raise DogftError(f"the labels file {path}: {bad[0]!r} is not a path inside the source folder: give paths relative to it, without '..'")
+    t['class'] = [class_of(l).name for l in t.label]
+    for k,ls in t.groupby('class').label.unique().items():
+        if len(ls) > 1: raise DogftError(f"labels {ls[0]!r} and {ls[1]!r} of {path} both name the class {k!r} (compared lowercased, spaces and underscores alike): write them the same way, or rename one")
+    t = t.drop_duplicates(['path', 'class'])
+    if len(twice := t[t.path.duplicated()]): raise DogftError(f"the labels file {path} gives {twice.path.iloc[0]!r} two labels: keep one")
+    return t.reset_index(drop=True)
+
+# %% ../nbs/00_data.ipynb #67b432d4
+def iter_labels(root:Path, # the folder the labels file's paths are relative to
+                table:pd.DataFrame, # from `read_labels`
+                classes:list[Breed], # classes to read
+                report:list, # gets a dict per listed file that is not read, and why
+                limit:int=MAX_IMAGE_BYTES # most bytes read from one file
+               )->Iterator[tuple]: # `(class name, path as listed, bytes)`
+    "Read the regular files a labels table lists for the chosen classes, in its order; hidden files, links (on the way too), pipes and oversized files are reported instead."
+    root,wanted = Path(root),{b.name for b in classes}
+    for rel,c in zip(table.path, table['class']):
+        if c not in wanted: continue
+        parts = PurePosixPath(rel.replace('\\', '/')).parts
+        if any(root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts))): data,kind,why = None,'unsafe',f"a folder on its path is a symlink: {_LINK}"
+        elif parts[-1].startswith('.'): data,kind,why = None,'skipped',_HIDDEN
+        else: data,kind,why = read_regular_file(root.joinpath(*parts), limit)
+        if why:
+            report.append(dict(source=rel, breed=c, kind=kind, reason=why))
+            continue
+        yield c, rel, data
 
 # %% ../nbs/00_data.ipynb #7d16ca0c
 def _member_problem(m:tarfile.TarInfo, dest:str)->str|None:
@@ -618,13 +731,16 @@ def _dedupe(recs:list[dict], report:list)->list[dict]:
 
 # %% ../nbs/00_data.ipynb #13e85c0e
 def _check_sizes(recs:list[dict], breeds:list[Breed], fracs:tuple):
-    "Raise `DogftError` unless every breed has enough usable images for each split to get one."
+    "Raise `DogftError` unless every class has enough usable images for each split to get one."
     n = {b.name: sum(r['breed'] == b.name for r in recs) for b in breeds}
-    if empty := [b for b,k in n.items() if k == 0]: raise DogftError(f"no usable images for breed(s) {', '.join(empty)}")
+    what,opt = ('breed', '--breeds') if all(b.synset for b in breeds) else ('class', '--classes')
+    if empty := [b for b,k in n.items() if k == 0]:
+        raise DogftError(f"no usable images for {'breed(s)' if what == 'breed' else 'class(es)'} {', '.join(empty)}" + ('' if what == 'breed' else
+                         ": add images to its folder (see bad_files.csv for those skipped), or leave it out (--classes)"))
     need = min_class_size(fracs)
     if short := sorted((b, k) for b,k in n.items() if k < need):
-        raise DogftError(f"too few usable images for a {_percent(fracs)} split, which needs {need} per breed so that train, val and test "
-                         f"each get one: {', '.join(f'{b} has {k}' for b,k in short)}; add images, leave the breed out (--breeds) or change --split")
+        raise DogftError(f"too few usable images for a {_percent(fracs)} split, which needs {need} per {what} so that train, val and test "
+                         f"each get one: {', '.join(f'{b} has {k}' for b,k in short)}; add images, leave the {what} out ({opt}) or change --split")
 
 def _by_share(recs:list[dict], breeds:list[Breed], seed:int, fracs:tuple, report:list)->list[tuple]:
     "`(record, split)` pairs of a split by shares: duplicates kept once (`_dedupe`), each breed cut by `assign_splits`."
@@ -734,7 +850,10 @@ def _rebuild(src:dict, bs:list[Breed], dest:Path, seed:int, fracs, sha256:str|No
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.tmp-', dir=dest.parent))
     report = []
     try:
-        if src['kind'] == 'folder': items,total = iter_folder(Path(src['path']), bs, report),count_files(Path(src['path']), bs)
+        if 'labels' in src:
+            t = read_labels(src['labels']['path'])
+            items,total = iter_labels(Path(src['path']), t, bs, report),int(t['class'].isin({b.name for b in bs}).sum())
+        elif src['kind'] == 'folder': items,total = iter_folder(Path(src['path']), bs, report),count_files(Path(src['path']), bs)
         else: items,total = iter_tar(Path(src.get('tar') or src['path']), bs, report),None  # an archive is streamed: its length is unknown
         df = _build(items, bs, tmp, seed, fracs, report, total, quiet, official)
         df.to_csv(tmp/'split.csv', index=False)
@@ -754,32 +873,56 @@ def _rebuild(src:dict, bs:list[Breed], dest:Path, seed:int, fracs, sha256:str|No
         raise
     return df,report
 
-def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a URL; `None`: `$DOGFT_SOURCE`, else download `url`
-                 breeds=None, # breed names or synsets (list or comma separated); `None`: `DEFAULT_BREEDS`
+def _noun(bs:list[Breed])->str: return 'breeds' if all(b.synset for b in bs) else 'classes'
+
+def _classes(src:dict, breeds, labels:Path|None, say)->list[Breed]:
+    "The classes to keep from `src`: Stanford breeds from an archive; from a folder (or a labels file), any of its classes (`select_classes`)."
+    if src['kind'] != 'folder': return resolve_breeds(breeds)
+    root = Path(src['path'])
+    if labels is None: found = [b for b,_ in folder_classes(root)]
+    else: found = [class_of(l) for l in read_labels(labels).drop_duplicates('class').sort_values('class').label]
+    bs = select_classes(found, breeds)
+    if breeds is None and bs == found and not all(b.synset for b in found):
+        say(f"{_show(labels or root)}: {len(found)} classes ({', '.join(b.name for b in found[:8])}{', ...' if len(found) > 8 else ''}), "
+            f"all kept (choose some with --classes)")
+    if labels is None: breed_folders(root, bs)  # fail before doing anything
+    elif missing := [b.name for b in bs if b not in found]: raise DogftError(f"the labels file {labels} has no image of {', '.join(missing)}: label some, or leave it out (--classes)")
+    return bs
+
+def prepare_data(source=None, # `images.tar`, a folder of class folders, or a URL; `None`: `$DOGFT_SOURCE`, else download `url`
+                 breeds=None, # class names (Stanford breeds by name or synset; list or comma separated) or `'all'`; `None`: `DEFAULT_BREEDS` from Stanford Dogs, every class from another folder
                  dest=None, # processed folder; `None`: `dogft_home()/data/processed`
                  force:bool=False, # rebuild even if `dest` is up to date
                  seed:int=42, # split seed
                  split=SPLIT_FRACS, # shares of train, val and test, in percent or fractions (`parse_split`), or `'official'` (`find_official_split`)
                  url:str=STANFORD_URL, # where to download the archive from when there is no local source
                  sha256:str|None=None, # expected sha256 of the downloaded archive, if known
+                 labels=None, # a CSV of `path,label` rows (paths relative to `source`, else to its own folder) instead of class folders
                  quiet:bool=False # print nothing but errors
                 )->Path: # the processed folder
-    "Get Stanford Dogs, keep `breeds`, verify every image and write a stratified split (70/15/15 by default, or the official one) with `split.csv`."
+    "Get Stanford Dogs (or any folder of classes), keep `breeds`, verify every image and write a stratified split (70/15/15 by default, or the official one) with `split.csv`."
     say = (lambda *a: None) if quiet else print
     if url == STANFORD_URL: url = os.environ.get('DOGFT_URL') or url  # a mirror, or an unreachable URL in tests
     official = isinstance(split, str) and split.strip().lower() == OFFICIAL
-    bs,fracs = resolve_breeds(breeds),OFFICIAL if official else parse_split(split)
+    fracs = OFFICIAL if official else parse_split(split)
     dest = Path(dest) if dest is not None else default_data_dir()
+    if labels is not None:
+        labels = Path(labels).expanduser().resolve()
+        if source is None: source = labels.parent  # its paths are relative to its own folder
     if source is None: source = os.environ.get('DOGFT_SOURCE') or None
     src = _source_info(source, url, dest.parent/'raw')
-    if src['kind'] == 'folder': breed_folders(src['path'], bs)  # fail before doing anything
+    if labels is not None and src['kind'] != 'folder': raise DogftError(f"--labels needs --source FOLDER, the folder its paths are relative to (got {source})")
+    bs = _classes(src, breeds, labels, say)
+    if labels is not None: src['labels'] = dict(path=str(labels), sha256=sha256_file(labels))
+    if official and (own := [b.name for b in bs if not b.synset]):
+        raise DogftError(f"--split official is the Stanford Dogs split, and {', '.join(own[:3])} is not a Stanford Dogs breed: use --split 70,15,15 (or other shares)")
     table,split_file = None,None
     if official:  # the split file is read (and checked) before anything is written
         split_file = find_official_split(src.get('tar') or src['path'])
         table = read_official_split(split_file)
     key = _stamp_key(src, bs, seed, fracs, split_file)
     def _current():
-        say(f"{_show(dest)} is up to date ({_read_stamp(dest).get('n_images')} images, {len(bs)} breeds); --force rebuilds it")
+        say(f"{_show(dest)} is up to date ({_read_stamp(dest).get('n_images')} images, {len(bs)} {_noun(bs)}); --force rebuilds it")
         return dest
     if not force and _stale(dest, key) is None: return _current()
     if src['kind'] == 'url' and not Path(src['tar']).exists(): check_online(src['url'], timeout=5)  # before anything is written
@@ -794,7 +937,7 @@ def prepare_data(source=None, # `images.tar`, a folder of breed folders, or a UR
     if skipped: say(f"skipped {len(skipped)} file(s): " + ', '.join(f'{v} {k}' for k,v in kinds.items()) + f" (see {_show(dest/'bad_files.csv')})")
     if kept := len(report) - len(skipped): say(f"kept {kept} byte-identical copies that the official split lists (see {_show(dest/'bad_files.csv')})")
     how = f'official train/test from {split_file.name}, validation {100*OFFICIAL_VAL:g}% of train' if official else _percent(fracs)
-    say(f"wrote {len(df)} images of {len(bs)} breeds to {_show(dest)} (seed {seed}, split {how}):")
+    say(f"wrote {len(df)} images of {len(bs)} {_noun(bs)} to {_show(dest)} (seed {seed}, split {how}):")
     say(count_table(df).to_string())
     return dest
 
@@ -810,7 +953,7 @@ def read_split(data_dir=None # processed folder; `None`: `dogft_home()/data/proc
 
 # %% ../nbs/00_data.ipynb #97bc64a7
 def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/processed`
-                breeds=None, # wanted breeds; `None`: the existing folder as it is, else `DEFAULT_BREEDS`
+                breeds=None, # wanted classes; `None`: the existing folder as it is, else the source's default (`prepare_data`)
                 source=None, # as in `prepare_data`; `None`: `$DOGFT_SOURCE`, else `shared_stanford_dogs()`, else download
                 seed:int=42, # split seed
                 quiet:bool=False # print nothing but errors
@@ -821,7 +964,9 @@ def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/pr
     if breeds is None and source is None and (d/'split.csv').exists():
         if old is None: return d  # a split made some other way (no stamp): used as it is, never rebuilt
         breeds = (old.get('key') or {}).get('breeds')
-    names = sorted(b.name for b in resolve_breeds(breeds))
+    if breeds is None and source is not None: names = None  # the source's own default: five breeds of Stanford Dogs, every class of another folder
+    elif isinstance(breeds, str) and breeds.strip().lower() == 'all': names = 'all' if source is not None else ALL_BREEDS
+    else: names = sorted(class_names(breeds)) if breeds is not None else sorted(DEFAULT_BREEDS)  # classes of one's own are checked against the source
     if source is None and old and (old.get('key') or {}).get('breeds') == names and old['key'].get('seed') == seed \
         and (d/'split.csv').exists():
         read_split(d)  # a damaged folder (edited or truncated split.csv, missing images) is an error that says how to rebuild it
@@ -834,12 +979,15 @@ def ensure_data(data_dir=None, # processed folder; `None`: `dogft_home()/data/pr
 @call_parse
 @console_script
 def dogft_data(
-    source:str=None, # images.tar, a folder of breed folders, or a URL (default: $DOGFT_SOURCE, else download the official archive)
-    breeds:str=None, # comma-separated breed names or synsets, or `all` (default: beagle,boxer,german_shepherd,golden_retriever,toy_poodle)
+    source:str=None, # images.tar, a folder of class folders (Stanford breeds or any classes), or a URL (default: $DOGFT_SOURCE, else download Stanford Dogs)
+    breeds:str=None, # comma-separated class names (Stanford breeds by name or synset), or `all` (default: beagle,boxer,german_shepherd,golden_retriever,toy_poodle of Stanford Dogs; every class of another folder)
+    classes:str=None, # the same as --breeds, for classes that are not dog breeds
+    labels:str=None, # a CSV of path,label rows (paths relative to --source, else to the CSV's folder) instead of one folder per class
     dest:str=None, # processed folder (default: $DOGFT_HOME/data/processed)
     force:bool=False, # rebuild even when up to date
     seed:int=42, # split seed
-    split:str='70,15,15', # percent of each breed's images in train, val and test, or `official`: the dataset's own train/test, val 15% of train
+    split:str='70,15,15', # percent of each class's images in train, val and test, or `official`: the Stanford Dogs train/test, val 15% of train
 ):
-    "Get Stanford Dogs, keep the chosen breeds, verify the images and split them per breed (70/15/15, seed 42, unless asked otherwise; or the dataset's official train/test)."
-    prepare_data(source, breeds, dest, force=force, seed=seed, split=split)
+    "Get Stanford Dogs or any folder of class folders, keep the chosen classes, verify the images and split them per class (70/15/15, seed 42, unless asked otherwise; or the dataset's official train/test)."
+    if breeds is not None and classes is not None: raise DogftError("give --breeds or --classes, not both (they are the same option)")
+    prepare_data(source, classes if classes is not None else breeds, dest, force=force, seed=seed, split=split, labels=labels)

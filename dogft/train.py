@@ -36,7 +36,7 @@ __all__ = ['RECIPES', 'resolve_config', 'run_paths', 'warm_start_config', 'run_k
 # %% ../nbs/03_train.ipynb #9be5812f
 from .core import DogftError, atomic_write, dogft_home, held_lock, run_name, save_json, versions, _duration
 from .config import TrainConfig
-from .data import default_data_dir, ensure_data, resolve_breeds
+from .data import class_names, class_of, default_data_dir, ensure_data
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl, split_table
 from .models import RandomInitWarning, create_model, imagenet_zero_shot, model_data_config, resolve_weights, weights_info, count_params
 from .strategies import apply_strategy, strategy_defaults, group_lrs, BN_POLICIES
@@ -80,7 +80,7 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     if not 0 <= c.label_smoothing < 1: raise DogftError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
     if not 0 <= c.ema < 1: raise DogftError(f"ema (the average's decay per step) must be in [0, 1), got {c.ema}")
     if not 0 <= c.drop_path < 1: raise DogftError(f"drop_path (timm's drop_path_rate) must be in [0, 1), got {c.drop_path}")
-    if c.breeds is not None: c.breeds = ','.join(b.name for b in resolve_breeds(c.breeds))
+    if c.breeds is not None: c.breeds = ','.join(class_names(c.breeds))  # breeds by their names; classes of one's own are checked against the data
     return c
 
 # %% ../nbs/03_train.ipynb #9d7410fc
@@ -154,13 +154,34 @@ def plan_run(config:TrainConfig|dict, # the run's settings
     return Run(c, Path(d), split_table(d))
 
 # %% ../nbs/03_train.ipynb #d994b4aa
+def _head_model(c:TrainConfig, # a resolved config
+                vocab:list[str] # the run's classes, in order
+               )->nn.Module:
+    "`c`'s model with a new head for `vocab`; with `head_init='imagenet'` the rows of the classes that are ImageNet classes come from the ImageNet head, the others start random."
+    idx = [class_of(n).imagenet_index for n in vocab]
+    rows = [k for k,i in enumerate(idx) if i is not None] if c.head_init == 'imagenet' else []
+    if not rows: model = create_model(c.model, len(vocab), c.weights, drop_path=c.drop_path)
+    elif len(rows) == len(vocab): model = imagenet_zero_shot(c.model, vocab, c.weights, drop_path=c.drop_path)
+    else:  # a mix: the ImageNet classes' rows, and fresh ones (PyTorch's default init) for the others
+        model = imagenet_zero_shot(c.model, [vocab[k] for k in rows], c.weights, drop_path=c.drop_path)
+        name = model.pretrained_cfg['classifier']
+        old = model.get_submodule(name)
+        new = nn.Linear(old.in_features, len(vocab), bias=old.bias is not None).to(old.weight.device, old.weight.dtype)
+        with torch.no_grad():
+            new.weight[rows] = old.weight
+            if old.bias is not None: new.bias[rows] = old.bias
+        model.set_submodule(name, new)
+        model.num_classes = len(vocab)
+    model.__dict__.pop('dogft_zero_shot', None)  # a trained head, not a zero-shot one
+    model.dogft_head = dict(init=c.head_init, imagenet_rows=[vocab[k] for k in rows], random_rows=[n for k,n in enumerate(vocab) if k not in rows])
+    return model
+
 def _run_model(run:Run, # the run
                start:dict|None=None # state dict to start from
               )->tuple[nn.Module, list, tuple[int, int]]: # model, trainable parameter groups, (total, trainable) parameters
-    "Run `run`'s model with its new head, its strategy applied and its starting weights `start`; sets `run.data_config`."
+    "Run `run`'s model with its new head (`_head_model`), its strategy applied and its starting weights `start`; sets `run.data_config`."
     c = run.config
-    model = (imagenet_zero_shot(c.model, run.vocab, c.weights, drop_path=c.drop_path) if c.head_init == 'imagenet' else
-             create_model(c.model, len(run.vocab), c.weights, drop_path=c.drop_path))
+    model = _head_model(c, run.vocab)
     run.data_config = model_data_config(model)
     if c.img_size: run.data_config['input_size'] = (3, c.img_size, c.img_size)
     groups = apply_strategy(model, c.strategy, bn=c.bn)
@@ -596,6 +617,7 @@ def _train_locked(run:Run, quiet:bool)->dict:
         if not quiet: warnings.simplefilter('ignore', RandomInitWarning)  # the first line said it
         model,groups,counts = _run_model(run, start)
     net,dls,how = _build_loaders(run, model, quiet)
+    how['head'] = model.dogft_head  # which rows of the new head started from the ImageNet head
     st = ck or dict(epoch=0, history=[], best=float('inf'), wait=0)  # where training stands
     ema = EmaWeights(model, c.ema, state=st.get('ema')) if c.ema else None
     cbs = [RunCheckpoint(model, run, start_epoch=st['epoch'], history=st['history'], best=st['best'], wait=st['wait'], ema=ema, resumed=ck)]
@@ -686,6 +708,9 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     data_dir,dev = _prepare_data(c),auto_device() if device == 'auto' else torch.device(device)
     df = split_table(data_dir)
     vocab = sorted(df.breed.unique())
+    if own := [n for n in vocab if class_of(n).imagenet_index is None]:
+        raise DogftError(f"no zero-shot baseline for this data: {', '.join(own[:3])}{' and others' if len(own) > 3 else ''} "
+                         f"{'is not an ImageNet class' if len(own) == 1 else 'are not ImageNet classes'}, so the ImageNet head has no row to restrict to; train a run instead (dogft-train --strategy freeze)")
     cfg = asdict(c) | dict(strategy='zero-shot', seed=0, epochs=0, head_init='imagenet', data_dir=_home_relative(data_dir, out_dir))
     key = dict(model=model, strategy='zero-shot', weights=weights, split_sha256=df.attrs['sha256'])  # all an untrained head depends on
     path = run_paths(dataclasses.replace(c, strategy='zero-shot', seed=0))['metrics']

@@ -648,3 +648,20 @@ def test_real_120_breeds_official_cli(tmp_path):
     assert len(df) == 20580 and (df.split == 'test').sum() == 8580 and df.breed.nunique() == 120
     m = pd.read_csv(REAL_120/'MANIFEST.tsv', sep='\t')
     assert set(df.source[df.split == 'test']) == set(m.folder[m.split == 'test'] + '/' + m.file_name[m.split == 'test'])
+
+
+# ---------------------------------------------------------------- classes of one's own (issue 27 part 1)
+
+def test_a_folder_mixing_breeds_and_own_classes(tmp_path):
+    from dogft.testing import make_own_classes
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle',), n=8, layout='name')
+    make_own_classes(src, ['red_square'], n=8)
+    d = prepare_data(src, dest=tmp_path/'p', quiet=True)
+    df = check_split(d, 16)
+    assert sorted(df.breed.unique()) == ['beagle', 'red_square']  # not only breeds: every class, the breed under its own name
+    stamp = (d/'stamp.json').read_text()
+    assert prepare_data(src, 'all', d, quiet=True) == d and (d/'stamp.json').read_text() == stamp  # `all`: the folder's classes, up to date
+    assert ensure_data(d, 'Red Square, beagle') == d and (d/'stamp.json').read_text() == stamp  # any spelling of the same classes
+    with pytest.raises(DogftError, match="unknown class 'red_sqare'.*did you mean red_square"): ensure_data(d, 'red_sqare', source=src, quiet=True)
+    with pytest.raises(DogftError, match='--split official is the Stanford Dogs split'): prepare_data(src, None, d, split='official', quiet=True)
+    assert (d/'stamp.json').read_text() == stamp
