@@ -31,7 +31,7 @@ class TrainConfig:
     img_size:int|None=None # input size in pixels (default: the model's)
     weights:str='auto' # `auto`, `hub`, `none`, or a .pth/.safetensors file
     device:str='auto' # `auto` (CUDA, then MPS, then CPU), `cpu`, `cuda` or `mps`
-    breeds:str|None=None # comma-separated breeds (default: the five default breeds)
+    breeds:str|None=None # comma-separated breeds or classes of the data (default: those of the data folder; the five default breeds when it is prepared here)
     data_dir:str|None=None # processed data (default: $DOGFT_HOME/data/processed, prepared when missing)
     out_dir:str|None=None # root of results/ and models/ (default: $DOGFT_HOME)
     resume:bool=True # continue an unfinished run from its last checkpoint, keep a finished one
