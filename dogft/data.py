@@ -847,7 +847,8 @@ def _rebuild(src:dict, bs:list[Breed], dest:Path, seed:int, fracs, sha256:str|No
         say(f"reading {_show(tar)}")
     else: say(f"reading {_show(src['path'])}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.tmp-', dir=dest.parent))
+    tmp = dest.parent/f'.{dest.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}'
+    tmp.mkdir()  # not mkdtemp: its mode 0700 would make the data private to whoever built it; mkdir applies the umask
     report = []
     try:
         if 'labels' in src:

