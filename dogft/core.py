@@ -13,9 +13,9 @@ from types import SimpleNamespace
 from PIL import Image
 
 # %% auto #0
-__all__ = ['VERSIONED', 'META_FORMAT', 'META_REQUIRED', 'DogftError', 'NothingToDo', 'console_script', 'dogft_home', 'run_name',
-           'atomic_write', 'save_json', 'LockedError', 'held_lock', 'sha256_file', 'versions', 'to_rgb',
-           'encode_metadata', 'decode_metadata', 'progress']
+__all__ = ['VERSIONED', 'MAX_IMAGE_BYTES', 'META_FORMAT', 'META_REQUIRED', 'DogftError', 'NothingToDo', 'console_script',
+           'dogft_home', 'run_name', 'atomic_write', 'save_json', 'LockedError', 'held_lock', 'sha256_file', 'versions',
+           'to_rgb', 'encode_metadata', 'decode_metadata', 'progress']
 
 # %% ../nbs/00_core.ipynb #41a12f22
 class DogftError(Exception):
@@ -190,6 +190,9 @@ def to_rgb(im:Image.Image # an image in any mode (RGB, L, CMYK, RGBA, P, ...)
         bg.paste(rgba, mask=rgba.getchannel('A'))
         return bg
     return im.convert('RGB')
+
+# %% ../nbs/00_core.ipynb #79c56287
+MAX_IMAGE_BYTES = 50_000_000  # a larger image file is not read: a Stanford Dogs photo is under 1 MB, a phone's photo under 20 MB
 
 # %% ../nbs/00_core.ipynb #38b9f685
 META_FORMAT = 1  # bump when the metadata changes meaning

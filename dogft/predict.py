@@ -14,12 +14,12 @@ import numpy as np
 from PIL import Image, ImageOps
 from fastcore.script import call_parse
 
-from .core import DogftError, console_script, decode_metadata, dogft_home, to_rgb
+from .core import MAX_IMAGE_BYTES, DogftError, console_script, decode_metadata, dogft_home, to_rgb
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_BYTES', 'INTERPOLATIONS', 'OPEN_SET_REASONS', 'PredictError', 'ImageError', 'read_image_bytes',
-           'load_image', 'resize_crop', 'preprocess', 'softmax', 'open_set_answer', 'Classifier', 'models_dir',
-           'default_model', 'shown_path', 'format_result', 'dogft_predict']
+__all__ = ['INTERPOLATIONS', 'OPEN_SET_REASONS', 'PredictError', 'ImageError', 'read_image_bytes', 'load_image', 'resize_crop',
+           'preprocess', 'softmax', 'open_set_answer', 'Classifier', 'models_dir', 'default_model', 'shown_path',
+           'format_result', 'dogft_predict']
 
 # %% ../nbs/05b_predict.ipynb #52c03519
 class PredictError(DogftError):
@@ -30,8 +30,6 @@ class ImageError(PredictError):
     "An image that cannot be classified (missing, unreadable, not an image)."
 
 # %% ../nbs/05b_predict.ipynb #bc266fb8
-MAX_IMAGE_BYTES = 50*2**20  # 50 MB: far above any photo a camera or phone writes; a larger file is refused unread
-
 _KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
           (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
 
@@ -48,7 +46,7 @@ def read_image_bytes(path, # a file as the user named it (a symbolic link to a p
     except FileNotFoundError: raise ImageError("a symbolic link to a missing file" if os.path.islink(path) else "no such file") from None
     except OSError as e: raise ImageError(f"cannot read it ({e.strerror or type(e).__name__})") from None
     if why := _not_regular(st.st_mode): raise ImageError(why)  # decided before opening: opening a device can have side effects
-    too_big = lambda n: ImageError(f"too large for an image ({n/2**20:.1f} MB, more than the {limit/2**20:.1f} MB limit)")
+    too_big = lambda n: ImageError(f"too large for an image ({n/1e6:.1f} MB, more than the {limit/1e6:.1f} MB limit)")
     if st.st_size > limit: raise too_big(st.st_size)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))  # non-blocking: a FIFO swapped in since cannot hang
