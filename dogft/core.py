@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #09685a04
 from __future__ import annotations
-import contextlib, errno, functools, hashlib, importlib.metadata, json, os, platform, shutil, sys, tempfile, time
+import contextlib, errno, functools, stat, hashlib, importlib.metadata, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +15,7 @@ from PIL import Image
 # %% auto #0
 __all__ = ['VERSIONED', 'MAX_IMAGE_BYTES', 'META_FORMAT', 'META_REQUIRED', 'DogftError', 'NothingToDo', 'console_script',
            'dogft_home', 'run_name', 'atomic_write', 'save_json', 'LockedError', 'held_lock', 'sha256_file', 'versions',
-           'to_rgb', 'encode_metadata', 'decode_metadata', 'progress']
+           'to_rgb', 'file_type', 'UnreadableFile', 'read_bounded', 'encode_metadata', 'decode_metadata', 'progress']
 
 # %% ../nbs/00_core.ipynb #41a12f22
 class DogftError(Exception):
@@ -193,6 +193,49 @@ def to_rgb(im:Image.Image # an image in any mode (RGB, L, CMYK, RGBA, P, ...)
 
 # %% ../nbs/00_core.ipynb #79c56287
 MAX_IMAGE_BYTES = 50_000_000  # a larger image file is not read: a Stanford Dogs photo is under 1 MB, a phone's photo under 20 MB
+
+# %% ../nbs/00_core.ipynb #24fa90c3
+_FILE_TYPES = ((stat.S_ISREG, 'regular'), (stat.S_ISLNK, 'link'), (stat.S_ISDIR, 'folder'), (stat.S_ISFIFO, 'fifo'),
+               (stat.S_ISSOCK, 'socket'), (stat.S_ISCHR, 'character device'), (stat.S_ISBLK, 'block device'))
+
+def file_type(mode:int # `st_mode` from `os.stat` or `os.lstat`
+             )->str: # `regular`, `link`, `folder`, `fifo`, `socket`, `character device`, `block device` or `special`
+    "What kind of file an `st_mode` describes, in a word."
+    return next((name for is_it,name in _FILE_TYPES if is_it(mode)), 'special')
+
+# %% ../nbs/00_core.ipynb #abe8f693
+class UnreadableFile(DogftError):
+    "A file `read_bounded` refuses: `kind` is a `file_type` other than `regular`, or `too large`, `missing` or `error`."
+    def __init__(self, kind:str, # why, in a word
+                 message:str, # the one line for the user
+                 size:int|None=None # bytes, for a file too large
+                ): super().__init__(message); self.kind,self.size = kind,size
+
+# %% ../nbs/00_core.ipynb #d9cc3a2f
+def _check_regular(mode:int):
+    if (kind := file_type(mode)) != 'regular': raise UnreadableFile(kind, f'not a regular file ({kind})')
+
+def read_bounded(path, # a file
+                 limit:int=MAX_IMAGE_BYTES, # the most bytes it may have
+                 follow_links:bool=False # read what a symbolic link points to (a photo a user named), or refuse links (entries of a source)
+                )->bytes:
+    "The bytes of `path` if it is a regular file of at most `limit` bytes, else `UnreadableFile`: decided by `stat` before opening, opened without blocking, checked again on what was opened."
+    try: st = os.stat(path) if follow_links else os.lstat(path)
+    except FileNotFoundError: raise UnreadableFile('missing', 'a symbolic link to a missing file' if os.path.islink(path) else 'no such file') from None
+    except OSError as e: raise UnreadableFile('error', f'cannot read it ({e.strerror})') from None
+    _check_regular(st.st_mode)  # before opening: opening a device can have side effects, a FIFO blocks
+    too_large = lambda n: UnreadableFile('too large', f'too large: {n:,} bytes (the limit is {limit:,})', n)
+    if st.st_size > limit: raise too_large(st.st_size)
+    flags = os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0) | (0 if follow_links else getattr(os, 'O_NOFOLLOW', 0))
+    try: fd = os.open(path, flags)  # an entry swapped for a link or a FIFO since the `stat` is refused here, not read
+    except OSError as e:
+        if e.errno == errno.ELOOP: raise UnreadableFile('link', 'not a regular file (link)') from None
+        raise UnreadableFile('error', f'cannot read it ({e.strerror})') from None
+    with open(fd, 'rb') as f:
+        _check_regular(os.fstat(fd).st_mode)
+        data = f.read(limit + 1)
+    if len(data) > limit: raise too_large(len(data))  # it grew since
+    return data
 
 # %% ../nbs/00_core.ipynb #38b9f685
 META_FORMAT = 1  # bump when the metadata changes meaning

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np, pandas as pd
 from PIL import Image
 from fastcore.script import call_parse
-from .core import MAX_IMAGE_BYTES, DogftError, console_script, dogft_home, held_lock, progress, sha256_file, to_rgb
+from .core import MAX_IMAGE_BYTES, DogftError, UnreadableFile, read_bounded, console_script, dogft_home, held_lock, progress, sha256_file, to_rgb
 
 # %% ../nbs/00_data.ipynb #ab7a48f9
 class UnknownBreedError(DogftError, ValueError):
@@ -177,39 +177,22 @@ def encode_jpeg(img:Image.Image, # an RGB image from `check_image`
     return buf.getvalue()
 
 # %% ../nbs/00_data.ipynb #dec1f30b
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0)
 _LINK = "a symlink: dogft reads only regular files; copy the image into the folder"
-
-def _not_regular(mode:int)->tuple|None:
-    "`(kind, reason)` when an entry of this `st_mode` is not a regular file, else `None`."
-    if stat.S_ISREG(mode): return None
-    if stat.S_ISDIR(mode): return 'skipped', "a folder: dogft reads no sub-folders of a breed folder; move its images up"
-    if stat.S_ISLNK(mode): return 'unsafe', _LINK
-    if stat.S_ISFIFO(mode): return 'unsafe', "a FIFO (named pipe), not a file"
-    if stat.S_ISSOCK(mode): return 'unsafe', "a socket, not a file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode): return 'unsafe', "a device, not a file"
-    return 'unsafe', "not a regular file"
+_REFUSED = {'link': ('unsafe', _LINK), 'folder': ('skipped', "a folder: dogft reads no sub-folders of a breed folder; move its images up"),
+            'fifo': ('unsafe', "a FIFO (named pipe), not a file"), 'socket': ('unsafe', "a socket, not a file"),
+            'character device': ('unsafe', "a device, not a file"), 'block device': ('unsafe', "a device, not a file"),
+            'special': ('unsafe', "not a regular file")}  # `file_type` → (kind, reason) in the skipped-files report
 
 def _too_large(size:int, limit:int)->tuple: return 'bad', f"too large: {size:,} bytes (the limit is {limit:,}, MAX_IMAGE_BYTES)"
-
-def _read_open(path:Path, limit:int)->tuple:
-    "Open `path` without following a link or waiting on a pipe, check what was opened, read at most `limit` + 1 bytes."
-    try: fd = os.open(path, _OPEN_FLAGS)  # an entry swapped for a link or a FIFO after `lstat` is refused here, not read
-    except OSError as e: return (None, 'unsafe', _LINK) if e.errno in (errno.ELOOP, errno.EMLINK) else (None, 'bad', f'cannot read: {e.strerror}')
-    with open(fd, 'rb') as f:
-        if (why := _not_regular(os.fstat(fd).st_mode)): return None, *why
-        data = f.read(limit + 1)
-    return (None, *_too_large(len(data), limit)) if len(data) > limit else (data, None, None)
 
 def read_regular_file(path:Path, # an entry of a breed folder
                       limit:int=MAX_IMAGE_BYTES # most bytes read
                      )->tuple: # `(bytes, None, None)`, or `(None, kind, reason)` with kind `unsafe`, `skipped` or `bad`
-    "The bytes of `path` if it is a regular file of at most `limit` bytes; links, pipes, devices, sockets and folders are refused by `lstat`, never opened."
-    try: st = os.lstat(path)
-    except OSError as e: return None, 'bad', f'cannot read: {e.strerror}'
-    if (why := _not_regular(st.st_mode)): return None, *why
-    if st.st_size > limit: return None, *_too_large(st.st_size, limit)
-    return _read_open(path, limit)
+    "The bytes of `path` if it is a regular file of at most `limit` bytes (`dogft.core.read_bounded`, links not followed); else why not, for the report."
+    try: return read_bounded(path, limit), None, None
+    except UnreadableFile as e:
+        if e.kind == 'too large': return None, *_too_large(e.size, limit)
+        return None, *_REFUSED.get(e.kind, ('bad', str(e)))
 
 # %% ../nbs/00_data.ipynb #98205f46
 _ARCHIVE_DIRS = {'Images', 'Annotation', 'Lists'}  # folders of the extracted official archive: its classes are under `Images/`

@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/predict.html.md"""
 
 # %% ../nbs/05b_predict.ipynb #cd7e86a1
 from __future__ import annotations
-import io, json, math, os, stat, sys
+import io, json, math, os, sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from fastcore.script import call_parse
 
-from .core import MAX_IMAGE_BYTES, DogftError, console_script, decode_metadata, dogft_home, to_rgb
+from .core import MAX_IMAGE_BYTES, DogftError, UnreadableFile, file_type, read_bounded, console_script, decode_metadata, dogft_home, to_rgb
 
 # %% auto #0
 __all__ = ['INTERPOLATIONS', 'OPEN_SET_REASONS', 'PredictError', 'ImageError', 'read_image_bytes', 'load_image', 'resize_crop',
@@ -30,32 +30,22 @@ class ImageError(PredictError):
     "An image that cannot be classified (missing, unreadable, not an image)."
 
 # %% ../nbs/05b_predict.ipynb #bc266fb8
-_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
-          (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+_FILE_WORDS = {'folder': 'a directory', 'fifo': 'a FIFO', 'character device': 'a character device', 'block device': 'a block device',
+               'socket': 'a socket', 'link': 'a symbolic link', 'special': 'a special file'}  # `dogft.core.file_type` → the user's words
 
 def _not_regular(mode:int)->str|None:
     "Why a file of `st_mode` `mode` is not an image file, or `None` for a regular file."
-    if stat.S_ISREG(mode): return None
-    return f"not a regular file ({next((k for f,k in _KINDS if f(mode)), 'a special file')})"
+    kind = file_type(mode)
+    return None if kind == 'regular' else f"not a regular file ({_FILE_WORDS[kind]})"
 
 def read_image_bytes(path, # a file as the user named it (a symbolic link to a photo is followed)
                      limit:int=MAX_IMAGE_BYTES # the most bytes an image file may have
                     )->bytes:
-    "The bytes of `path` if it is a regular file of at most `limit` bytes; `ImageError` saying what it is otherwise. Never blocks on a FIFO or reads a device."
-    try: st = os.stat(path)
-    except FileNotFoundError: raise ImageError("a symbolic link to a missing file" if os.path.islink(path) else "no such file") from None
-    except OSError as e: raise ImageError(f"cannot read it ({e.strerror or type(e).__name__})") from None
-    if why := _not_regular(st.st_mode): raise ImageError(why)  # decided before opening: opening a device can have side effects
-    too_big = lambda n: ImageError(f"too large for an image ({n/1e6:.1f} MB, more than the {limit/1e6:.1f} MB limit)")
-    if st.st_size > limit: raise too_big(st.st_size)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))  # non-blocking: a FIFO swapped in since cannot hang
-        with os.fdopen(fd, 'rb') as f:
-            if why := _not_regular(os.fstat(f.fileno()).st_mode): raise ImageError(why)  # what was opened, not what was checked
-            data = f.read(limit + 1)
-    except OSError as e: raise ImageError(f"cannot read it ({e.strerror or type(e).__name__})") from None
-    if len(data) > limit: raise too_big(len(data))  # it grew since
-    return data
+    "The bytes of `path` if it is a regular file of at most `limit` bytes (`dogft.core.read_bounded`); `ImageError` saying what it is otherwise. Never blocks on a FIFO or reads a device."
+    try: return read_bounded(path, limit, follow_links=True)
+    except UnreadableFile as e:
+        if e.kind == 'too large': raise ImageError(f"too large for an image ({e.size/1e6:.1f} MB, more than the {limit/1e6:.1f} MB limit)") from None
+        raise ImageError(f"not a regular file ({_FILE_WORDS[e.kind]})" if e.kind in _FILE_WORDS else str(e)) from None
 
 # %% ../nbs/05b_predict.ipynb #caba2a37
 def load_image(path # an image file: JPEG, PNG, WebP, ... in any mode (RGB, L, CMYK, RGBA, P)
