@@ -48,9 +48,10 @@ class TrainConfig:
     label_smoothing:float|None=None # ε of label-smoothed cross-entropy, 0 for none (default: the recipe's)
     ema:float|None=None # decay of a moving average of the weights that is validated and kept instead of them, 0 for none (default: the recipe's)
     drop_path:float|None=None # stochastic depth of the blocks that train (timm's drop_path_rate), 0 for none (default: the recipe's)
+    engine:str='auto' # what runs the frozen layers and the final evaluation: `auto` (ONNX Runtime on the CPU, PyTorch on a GPU), `onnxruntime` or `torch`
 
 # %% ../nbs/02c_config.ipynb #e575e77e
-SET_ONLY = ('head_init', 'views', 'bn', 'lr_mult', 'precision', 'label_smoothing', 'ema', 'drop_path')  # `TrainConfig` fields given only with `--set key=value`
+SET_ONLY = ('head_init', 'views', 'bn', 'lr_mult', 'precision', 'label_smoothing', 'ema', 'drop_path', 'engine')  # `TrainConfig` fields given only with `--set key=value`
 
 # %% ../nbs/02c_config.ipynb #c6d2530d
 def config_docs(cls=TrainConfig # `TrainConfig` or a subclass

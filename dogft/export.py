@@ -15,10 +15,10 @@ from PIL import Image
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['OPSET', 'QUANT', 'LIMITS', 'DOG_CLASSES', 'OPEN_SET_ALPHA', 'OPEN_SET_REASONS', 'list_runs', 'pick_run',
-           'load_run_model', 'export_data_config', 'eval_images', 'normalize', 'onnx_opset', 'simplify_onnx',
-           'set_metadata', 'export_onnx', 'quantize_int8', 'torch_threads', 'ort_session', 'engines', 'logits_of',
-           'latency', 'gate', 'ExportGateError', 'run_data_dir', 'machine', 'open_set_signals', 'open_set_thresholds',
+__all__ = ['QUANT', 'LIMITS', 'DOG_CLASSES', 'OPEN_SET_ALPHA', 'OPEN_SET_REASONS', 'list_runs', 'pick_run', 'load_run_model',
+           'export_data_config', 'eval_images', 'normalize', 'onnx_opset', 'simplify_onnx', 'set_metadata',
+           'export_onnx', 'quantize_int8', 'torch_threads', 'engines', 'logits_of', 'latency', 'gate',
+           'ExportGateError', 'run_data_dir', 'machine', 'open_set_signals', 'open_set_thresholds',
            'imagenet_class_names', 'imagenet_head', 'with_imagenet_head', 'open_set_rule', 'outputs_of',
            'gate_imagenet', 'export_paths', 'export_info', 'install_file', 'export_model', 'show_report',
            'dogft_export']
@@ -28,6 +28,7 @@ import dogft
 from .core import (DogftError, NothingToDo, atomic_write, console_script, decode_metadata, dogft_home, encode_metadata, save_json,
                         sha256_file, versions)
 from .data import read_split, resolve_breeds
+from .engine import OPSET, onnx_bytes, ort_session
 from .analysis import model_to_ship
 
 # %% ../nbs/05_export.ipynb #031126f0
@@ -159,8 +160,6 @@ def set_metadata(mp, # the `onnx.ModelProto` to label
     return mp
 
 # %% ../nbs/05_export.ipynb #2bcbd9b1
-OPSET = 17  # TorchScript exporter (`dynamo=False`): torch's dynamo exporter writes opset 18 whatever it is asked for
-
 def export_onnx(model, # a classifier (`torch.nn.Module`) in eval mode
                 path, # where to write the `.onnx`
                 input_size, # `(3, H, W)`
@@ -173,14 +172,7 @@ def export_onnx(model, # a classifier (`torch.nn.Module`) in eval mode
     path = Path(path)
     if not 13 <= int(opset) <= 20: raise DogftError(f"opset {opset} is not supported here: use 13 to 20 (default {OPSET})")
     x = torch.randn(2, *input_size[-3:])  # batch 2, so nothing is specialised to a batch of one
-    raw = path.with_name(path.stem + '.raw.onnx')
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter('ignore')
-            torch.onnx.export(model.eval(), (x,), str(raw), input_names=['input'], output_names=list(output_names), opset_version=int(opset),
-                              dynamo=False, do_constant_folding=True, dynamic_axes={n: {0: 'batch'} for n in ['input', *output_names]})
-        mp = simplify_onnx(onnx.load(str(raw)))
-    finally: raw.unlink(missing_ok=True)
+    mp = simplify_onnx(onnx.load_model_from_string(onnx_bytes(model, x, opset, output_names)))
     mp = set_metadata(mp, {**(meta or {}), 'opset': int(opset)})
     onnx.checker.check_model(mp, full_check=True)
     onnx.save(mp, str(path))
@@ -232,17 +224,6 @@ def torch_threads(n:int|None # threads for PyTorch (and the ONNX Runtime session
     if n: torch.set_num_threads(int(n))
     try: yield torch.get_num_threads()
     finally: torch.set_num_threads(old)
-
-# %% ../nbs/05_export.ipynb #38bfd25e
-def ort_session(path, # an `.onnx` file
-                threads:int # intra-op threads (the same number PyTorch gets)
-               ): # an `onnxruntime.InferenceSession`
-    "An ONNX Runtime CPU session with all graph optimisations and `threads` intra-op threads."
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads,so.inter_op_num_threads,so.log_severity_level = threads,1,3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
 
 # %% ../nbs/05_export.ipynb #6313bcbc
 def engines(model=None, # the PyTorch model (eager), if any

@@ -6,7 +6,9 @@ Docs: https://dogft.github.io/dogft/features.html.md"""
 
 # %% ../nbs/02b_features.ipynb #5270bb37
 from __future__ import annotations
+import hashlib, json, os, time
 from collections import OrderedDict
+from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,11 +18,13 @@ from fastai.data.load import DataLoader
 from fastai.torch_core import TensorCategory
 
 # %% auto #0
-__all__ = ['PooledHead', 'PreLogits', 'Features', 'model_pipeline', 'split_frozen', 'autocast_dtype', 'prefix_features',
-           'FeatureDL', 'feature_dls']
+__all__ = ['PooledHead', 'PreLogits', 'Features', 'model_pipeline', 'split_frozen', 'autocast_dtype', 'StoredFeatures',
+           'FeatureStore', 'prefix_features', 'FeatureDL', 'feature_dls']
 
 # %% ../nbs/02b_features.ipynb #2e71d973
-from .core import DogftError, progress
+from .core import DogftError, atomic_write, progress
+from .loaders import NpyRows
+from .engine import frozen_runner, resolve_engine
 from .strategies import bn_held
 
 # %% ../nbs/02b_features.ipynb #bd4d780e
@@ -90,50 +94,144 @@ def autocast_dtype(device:torch.device, # where the model runs
     if precision == 'bf16' and not ok: raise DogftError(f"bf16 is not supported on this {dev}: use precision='fp32'")
     return torch.bfloat16 if ok else None
 
+# %% ../nbs/02b_features.ipynb #1eaea3d6
+class StoredFeatures:
+    "One pass's features in a `FeatureStore`: `[N,...]` rows as float32 or bfloat16 tensors, read from disk when indexed."
+    def __init__(self, rows:NpyRows, # the pass's file
+                 dtype:torch.dtype # `torch.float32`, or `torch.bfloat16` (kept as int16 bits: numpy has no bfloat16)
+                ): self.rows,self.dtype = rows,dtype
+    @property
+    def shape(self)->tuple: return self.rows.shape
+    def __len__(self): return len(self.rows)
+    def __getitem__(self, idx)->torch.Tensor:
+        x = torch.from_numpy(self.rows[np.asarray(idx)])
+        return x.view(torch.bfloat16) if self.dtype == torch.bfloat16 else x
+
+class FeatureStore:
+    "Cached features on disk, one `.npy` file per pass written batch by batch: a caching that is killed resumes after its last committed batch."
+    def __init__(self, path, # the store's folder (a run's is `models/checkpoints/{run}/features`)
+                 key:dict # what the features depend on; a store made for another key is emptied
+                ):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        kf = self.path/'key.json'
+        try: old = json.loads(kf.read_text())
+        except (OSError, ValueError): old = None
+        if old != key:
+            for f in self.path.glob('pass*'): f.unlink()
+            atomic_write(kf, lambda p: Path(p).write_text(json.dumps(key, sort_keys=True)))
+        self._fds = {}
+
+    def _file(self, i:int)->Path: return self.path/f'pass{i}.npy'
+    def rows_done(self, i:int # pass number
+                 )->int: # rows of pass `i` committed
+        "How many rows of pass `i` are written and committed."
+        try: return int(json.loads((self.path/f'pass{i}.json').read_text())['rows'])
+        except (OSError, ValueError, KeyError): return 0
+
+    def write(self, i:int, # pass number
+              start:int, # row of the batch's first item
+              f:torch.Tensor, # the batch's features, float32 or bfloat16
+              total:int # rows of the whole pass
+             ):
+        "Write batch `f` of pass `i` at row `start`; the file is made (empty, `total` rows) with the pass's first batch."
+        a = (f.view(torch.int16) if f.dtype == torch.bfloat16 else f.float()).contiguous().numpy()
+        p = self._file(i)
+        if i not in self._fds:
+            if start == 0 or not p.exists(): np.lib.format.open_memmap(p, mode='w+', dtype=a.dtype, shape=(total, *a.shape[1:]))._mmap.close()
+            self._fds[i] = (os.open(p, os.O_WRONLY),NpyRows(p))
+        fd,rows = self._fds[i]
+        if rows.shape[1:] != a.shape[1:] or rows.dtype != a.dtype: raise DogftError(f"{p} holds {rows.dtype} {rows.shape[1:]}, not {a.dtype} {a.shape[1:]}: delete {self.path}")
+        os.pwrite(fd, a.tobytes(), rows.offset + start*rows.row_bytes)
+
+    def commit(self, i:int, # pass number
+               rows:int, # rows written so far
+               dtype:torch.dtype # the features' dtype
+              ):
+        "Sync pass `i`'s file, then record that its first `rows` rows are written."
+        if i in self._fds: os.fsync(self._fds[i][0])
+        atomic_write(self.path/f'pass{i}.json', lambda p: Path(p).write_text(json.dumps(dict(rows=rows, dtype=str(dtype).replace('torch.', '')))))
+
+    def read(self, i:int)->StoredFeatures:
+        "Pass `i`'s features, read from disk when indexed."
+        if i in self._fds: os.close(self._fds.pop(i)[0])
+        dt = json.loads((self.path/f'pass{i}.json').read_text())['dtype']
+        return StoredFeatures(NpyRows(self._file(i)), getattr(torch, dt))
+
 # %% ../nbs/02b_features.ipynb #265dac16
-def _pass_batches(dls:list):
-    "`(i, batch)` for every batch of each loader `dls[i]`, in turn."
+def _pass_batches(dls:list, done:list):
+    "`(i, start, batch, todo)` for every batch of each loader `dls[i]`, in turn; `todo` is False for a batch whose rows are among the first `done[i]`."
     for i,dl in enumerate(dls):
-        for b in dl: yield i,b
+        start = 0
+        for b in dl:
+            n = len(b[1])
+            yield i,start,b,start + n > done[i]
+            start += n
+
+def _torch_runner(prefix:nn.Module, dt):
+    "`prefix` in PyTorch: channels-last images, autocast to `dt` (None: full precision)."
+    def run(x):
+        with torch.autocast(x.device.type, dtype=dt or torch.float32, enabled=dt is not None):
+            return prefix(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
+    return run
 
 @torch.no_grad()
-def _prefix_passes(prefix:nn.Module, dls:list, precision:str, desc:str, quiet:bool)->list[tuple[torch.Tensor, torch.Tensor]]:
-    "Run `prefix` over each loader of `dls` under one progress line; `(features, labels)` per loader."
+def _prefix_passes(prefix:nn.Module, dls:list, precision:str, desc:str, quiet:bool, engine:str='auto', store:FeatureStore|None=None, every:float=10.)->tuple[list, str]:
+    "Run `prefix` over each loader of `dls` under one progress line: `(features, labels)` per loader, and the engine that ran it."
     dev = dls[0].device or torch.device('cpu')
     prefix.eval().to(dev)
     dt = autocast_dtype(dev, precision)
-    out = [([],[]) for _ in dls]
+    keep = dt or torch.float32  # the features' dtype
     n = [getattr(dl, 'n', None) for dl in dls]
-    for i,(xb,yb) in progress(_pass_batches(dls), None if None in n else sum(n), desc, 'images', quiet=quiet, size=lambda b: len(b[1][1])):
-        with torch.autocast(dev.type, dtype=dt or torch.float32, enabled=dt is not None):
-            f = prefix(xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last) if xb.ndim == 4 else xb)
-        out[i][0].append(f.to(dt or torch.float32).cpu()); out[i][1].append(yb.as_subclass(torch.Tensor).cpu())
-    return [(torch.cat(f),torch.cat(l)) for f,l in out]
+    done = [store.rows_done(i) if store else 0 for i in range(len(dls))]
+    feats,labels,run,used,last = [[] for _ in dls],[[] for _ in dls],None,resolve_engine(engine, dev),time.monotonic()
+    items = progress(_pass_batches(dls, done), None if None in n else sum(n), desc, 'images', quiet=quiet, initial=sum(done),
+                     size=lambda b: len(b[2][1]) if b[3] else 0)
+    for i,start,(xb,yb),todo in items:
+        labels[i].append(yb.as_subclass(torch.Tensor).cpu())
+        if todo:
+            x = xb.as_subclass(torch.Tensor)
+            if run is None: run = frozen_runner(prefix, x, engine) or _torch_runner(prefix, dt)
+            f = run(x).to(keep).cpu()
+            if store is None: feats[i].append(f)
+            else:
+                store.write(i, start, f, n[i])
+                if (end := start + len(f)) == n[i] or time.monotonic() - last > every: store.commit(i, end, keep); last = time.monotonic()
+    labels = [torch.cat(l) for l in labels]
+    return [(store.read(i) if store else torch.cat(feats[i]),labels[i]) for i in range(len(dls))],used
 
 def prefix_features(prefix:nn.Module, # frozen prefix from `split_frozen`
                     dl, # unshuffled fastai loader of normalised `(image, label)` batches
-                    precision:str='auto', # autocast: `auto`, `bf16` or `fp32`
+                    precision:str='auto', # autocast of a prefix that PyTorch runs: `auto`, `bf16` or `fp32` (ONNX Runtime runs float32); the features' dtype
                     desc:str='computing features', # what the progress line says
-                    quiet:bool=False # no progress output
+                    quiet:bool=False, # no progress output
+                    engine:str='auto' # `auto` (ONNX Runtime on the CPU), `onnxruntime` or `torch` (`dogft.engine.resolve_engine`)
                    )->tuple[torch.Tensor, torch.Tensor]: # (features `[N,...]` on the CPU, labels `[N]`)
     "Run `prefix` once over `dl` in eval mode and collect its outputs and labels."
-    return _prefix_passes(prefix, [dl], precision, desc, quiet)[0]
+    return _prefix_passes(prefix, [dl], precision, desc, quiet, engine)[0][0]
 
 # %% ../nbs/02b_features.ipynb #3869352b
 class FeatureDL(DataLoader):
-    "A fastai loader over cached features `[V,N,...]` (V views of N items): random view per item when shuffling."
-    def __init__(self, feats:torch.Tensor, # `[V,N,...]` cached features
+    "A fastai loader over cached features, V views of N items (a `[V,N,...]` tensor, or V stored passes): random view per item when shuffling."
+    def __init__(self, feats, # `[V,N,...]` tensor, or a list of V `[N,...]` views (tensors or `StoredFeatures`)
                  labels:torch.Tensor, # `[N]` class indices
                  bs:int=32, shuffle:bool=False, drop_last:bool=False, seed:int=42, device=None, **kw):
+        if isinstance(feats, (list, tuple)) and all(isinstance(f, torch.Tensor) for f in feats): feats = torch.stack(list(feats))
         self.feats,self.labels = feats,labels
-        super().__init__(range(feats.shape[1]), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, num_workers=0, **kw)
+        super().__init__(range(len(labels)), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, num_workers=0, **kw)
         self.gen = torch.Generator().manual_seed(seed)
         self.rng.seed(seed)
+    @property
+    def feature_shape(self)->tuple: return tuple(self.feats[0].shape[1:])
     def create_item(self, s): return s
     def create_batch(self, idxs):
         i = torch.as_tensor(list(idxs))
-        v = torch.randint(self.feats.shape[0], (len(i),), generator=self.gen) if self.shuffle else torch.zeros(len(i), dtype=torch.long)
-        return self.feats[v, i].float(),TensorCategory(self.labels[i])
+        v = torch.randint(len(self.feats), (len(i),), generator=self.gen) if self.shuffle else torch.zeros(len(i), dtype=torch.long)
+        if isinstance(self.feats, torch.Tensor): x = self.feats[v, i].float()
+        else:  # views on disk: each view's rows in one read
+            x = torch.empty(len(i), *self.feature_shape)
+            for k in v.unique().tolist(): x[v == k] = self.feats[k][i[v == k].numpy()].float()
+        return x,TensorCategory(self.labels[i])
     def retain(self, res, b): return res
     def new(self, **kw):
         "A copy with `kw` changed (fastai's `get_preds` asks for an unshuffled one)."
@@ -153,18 +251,20 @@ def feature_dls(prefix:nn.Module, # frozen prefix from `split_frozen`
                 eval_train_dl, # the training images with evaluation preprocessing, unshuffled (`get_test_dl(split='train')`)
                 views:int=1, # cached views of each training image: 1 = the evaluation view only
                 seed:int=42, # seed of view choice and shuffling
-                precision:str='auto', # autocast for the prefix
-                quiet:bool=False # no progress output
-               )->DataLoaders: # (train, valid, test) loaders of prefix features
+                precision:str='auto', # autocast of a prefix that PyTorch runs; the features' dtype
+                quiet:bool=False, # no progress output
+                engine:str='auto', # what runs the prefix: `auto` (ONNX Runtime on the CPU), `onnxruntime` or `torch`
+                store:FeatureStore|None=None # keep the features on disk there, resuming what it holds; `None`: in memory
+               )->DataLoaders: # (train, valid, test) loaders of prefix features; `.engine` says what ran the prefix
     "Loaders of `prefix`'s outputs for the images of `dls`: `views` cached views for training, one for valid and test."
     aug = dls.train.new(shuffle=False, drop_last=False) if views > 1 else None
     passes = [eval_train_dl, *[aug]*(views - 1), *dls.loaders[1:]]
-    res = _prefix_passes(prefix, passes, precision, _caching_desc([eval_train_dl, *dls.loaders[1:]], views), quiet)
+    res,used = _prefix_passes(prefix, passes, precision, _caching_desc([eval_train_dl, *dls.loaders[1:]], views), quiet, engine, store)
     (tr,ytr),rest = res[0],res[1:]
     for f,y in rest[:views - 1]:
         if not torch.equal(y, ytr): raise DogftError("augmented and evaluation loaders list the training images in different orders")
-    out = [FeatureDL(torch.stack([tr, *[f for f,_ in rest[:views - 1]]]), ytr, bs=dls.train.bs, shuffle=True, drop_last=False, seed=seed, device=dls.device)]
-    for dl,(f,y) in zip(dls.loaders[1:], rest[views - 1:]): out.append(FeatureDL(f[None], y, bs=dl.bs, device=dls.device))
+    out = [FeatureDL([tr, *[f for f,_ in rest[:views - 1]]], ytr, bs=dls.train.bs, shuffle=True, drop_last=False, seed=seed, device=dls.device)]
+    for dl,(f,y) in zip(dls.loaders[1:], rest[views - 1:]): out.append(FeatureDL([f], y, bs=dl.bs, device=dls.device))
     res = DataLoaders(*out, device=dls.device)
-    res.vocab,res.c = dls.vocab,dls.c
+    res.vocab,res.c,res.engine = dls.vocab,dls.c,used
     return res

@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #2645aaaa
 from __future__ import annotations
-import contextlib, dataclasses, json, random, shutil, sys, tempfile, time, warnings
+import contextlib, dataclasses, hashlib, json, random, shutil, sys, tempfile, time, warnings
 from dataclasses import dataclass, asdict, field
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,8 @@ from .data import class_names, class_of, default_data_dir, ensure_data
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl, split_table
 from .models import RandomInitWarning, create_model, imagenet_zero_shot, model_data_config, resolve_weights, weights_info, count_params
 from .strategies import apply_strategy, strategy_defaults, group_lrs, BN_POLICIES
-from .features import autocast_dtype, feature_dls, split_frozen
+from .engine import ENGINES, frozen_runner
+from .features import FeatureStore, autocast_dtype, feature_dls, split_frozen
 _all_ = ['TrainConfig']  # where it has always been imported from
 
 # %% ../nbs/03_train.ipynb #222564a5
@@ -69,6 +70,7 @@ def resolve_config(config:TrainConfig|dict # a config, or a dict of its fields
     c = dataclasses.replace(config, epochs=int(d['epochs']), lr=float(d['lr']), **r)
     if c.bn not in BN_POLICIES: raise DogftError(f"unknown BatchNorm policy {c.bn!r}: use {' or '.join(BN_POLICIES)}")
     if c.augment not in ('none', *AUGMENTS): raise DogftError(f"unknown augment {c.augment!r}: use none, {', '.join(AUGMENTS)}")
+    if c.engine not in ENGINES: raise DogftError(f"unknown engine {c.engine!r}: use {', '.join(ENGINES)}")
     if c.head_init not in ('auto', 'imagenet', 'random'): raise DogftError(f"unknown head_init {c.head_init!r}: use auto, imagenet or random")
     if c.head_init == 'auto': c.head_init = 'random' if c.weights == 'none' else RECIPES[c.recipe]['head_init']
     if c.head_init == 'imagenet' and c.weights == 'none':
@@ -99,7 +101,7 @@ def warm_start_config(config:TrainConfig # a resolved partial or full run
     return resolve_config(dataclasses.replace(config, strategy='freeze', epochs=None, lr=None, patience=None, lr_mult=None, cache_features=None, views=None, precision=None, drop_path=None, resume=True))
 
 # %% ../nbs/03_train.ipynb #5339548e
-_NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device')
+_NOT_IN_KEY = ('out_dir', 'data_dir', 'resume', 'tensorboard', 'device', 'engine')  # where and how it runs, not what it computes
 
 def _settings_key(config:TrainConfig)->dict:
     "The settings of resolved run `config` that define its result, with those of the freeze run it starts from."
@@ -190,9 +192,18 @@ def _run_model(run:Run, # the run
     return model,groups,counts
 
 # %% ../nbs/03_train.ipynb #f0252493
+def _weights_sha256(module:nn.Module)->str:
+    "sha256 of `module`'s state dict: its names, dtypes and bytes."
+    h = hashlib.sha256()
+    for k,t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f'{k}:{t.dtype}:{tuple(t.shape)}'.encode()); h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
 def _build_loaders(run:Run, # a run whose model is built
                    model:nn.Module, # its model
-                   quiet:bool=False # no progress lines (building the image caches, caching features)
+                   quiet:bool=False, # no progress lines (building the image caches, caching features)
+                   on_disk:bool=True # cached features in the run's checkpoints folder, where a resumed run finds them; False: in memory
                   )->tuple: # the network to train, its loaders, and how they were made (`features`: `cached` or `none`, ...)
     "The learner's network and loaders for `run`: cached features of the frozen prefix, or images."
     c,dc,dev = run.config,run.data_config,run.device
@@ -203,9 +214,11 @@ def _build_loaders(run:Run, # a run whose model is built
     t0 = time.time()
     train_eval = get_test_dl(run.data_dir, dc, bs=64, device=dev, channels_last=True, split='train', verbose=not quiet, table=run.split)
     views = c.views if c.augment != 'none' else 1
-    fdls = feature_dls(prefix, dls, train_eval, views=views, seed=c.seed, precision=c.precision, quiet=quiet)
-    info = dict(features='cached', prefix=list(dict(prefix.named_children())), views=views,
-                feature_seconds=round(time.time() - t0, 2), feature_shape=list(fdls.train.feats.shape[2:]))
+    names = list(dict(prefix.named_children()))
+    store = on_disk and FeatureStore(run.paths['checkpoints']/'features', dict(run=run.key, prefix=names, views=views, weights=_weights_sha256(prefix), engine=c.engine))
+    fdls = feature_dls(prefix, dls, train_eval, views=views, seed=c.seed, precision=c.precision, quiet=quiet, engine=c.engine, store=store or None)
+    info = dict(features='cached', prefix=names, views=views, engine=fdls.engine,
+                feature_seconds=round(time.time() - t0, 2), feature_shape=list(fdls.train.feature_shape))
     return suffix,fdls,info
 
 # %% ../nbs/03_train.ipynb #88ceb2f0
@@ -460,11 +473,16 @@ def test_metrics(probs:torch.Tensor, # `[N, C]` predicted probabilities
 @torch.no_grad()
 def predict_probs(model:nn.Module, # a classifier
                   dl, # unshuffled loader of normalised `(image, label)` batches
-                  flip:bool=False # test-time augmentation: average the probabilities of each image and its mirror image
+                  flip:bool=False, # test-time augmentation: average the probabilities of each image and its mirror image
+                  engine:str='auto' # `auto` (ONNX Runtime on the CPU, checked against PyTorch on the first batch), `onnxruntime` or `torch`
                  )->tuple[torch.Tensor, torch.Tensor]: # (probabilities `[N, C]`, labels `[N]`)
     "Softmax probabilities of `model` in eval mode over `dl`, in full precision."
     model.eval().to(dl.device)
-    def probs(x): return model(x).float().softmax(1)
+    run = None
+    def probs(x):
+        nonlocal run
+        if run is None: run = frozen_runner(model, x, engine) or model
+        return run(x).float().softmax(1)
     def batch_probs(x): return (probs(x) + probs(x.flip(-1)))/2 if flip else probs(x)
     out = [(batch_probs(xb.as_subclass(torch.Tensor)).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
     return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
@@ -475,7 +493,7 @@ def _evaluate(run:Run, # the run, its model built
              )->dict: # as `test_metrics`
     "`test_metrics` of `model` on the run's test split, in float32."
     dl = get_test_dl(run.data_dir, run.data_config, bs=64, device=run.device, split='test', verbose=False, table=run.split)
-    return test_metrics(*predict_probs(model, dl), run.vocab, run.images('test'))
+    return test_metrics(*predict_probs(model, dl, engine=run.config.engine), run.vocab, run.images('test'))
 
 # %% ../nbs/03_train.ipynb #b8df12bb
 def read_metrics(path:Path # a run's metrics JSON
@@ -638,6 +656,7 @@ def _train_locked(run:Run, quiet:bool)->dict:
     m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts)  # the whole model, float32
     atomic_write(run.paths['history'], lambda p: pd.DataFrame(m['history']).to_csv(p, index=False))
     save_json(m, run.paths['metrics'])
+    shutil.rmtree(run.paths['checkpoints']/'features', ignore_errors=True)  # its features: gigabytes for a partial run at scale, and of no use now
     say(_end_line(run, m))
     return m
 
@@ -668,7 +687,7 @@ def find_lr(config:TrainConfig|dict|Run, # the run's settings; its `lr` is only 
     set_seed(c.seed, reproducible=True)
     start = _warm_weights(run) if run.warm else None
     model,groups,_ = _run_model(run, start)
-    net,dls,_ = _build_loaders(run, model, quiet)
+    net,dls,_ = _build_loaders(run, model, quiet, on_disk=False)  # no run files
     cbs = [Autocast(run.device.type, dt)] if (dt := autocast_dtype(run.device, c.precision)) is not None else []
     with tempfile.TemporaryDirectory() as tmp:  # lr_find saves and restores the weights under the learner's path
         learn = _learner(run, net, dls, groups, cbs, path=tmp)
@@ -701,7 +720,8 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
                   data_dir:str|None=None, # processed data; `None`: `$DOGFT_HOME/data/processed`
                   out_dir:str|None=None, # root of results/; `None`: `$DOGFT_HOME`
                   device:str='auto', # `auto`, `cpu`, `cuda`, `mps`
-                  quiet:bool=False # print nothing
+                  quiet:bool=False, # print nothing
+                  engine:str='auto' # what runs the network: `auto` (ONNX Runtime on the CPU), `onnxruntime` or `torch`
                  )->dict: # the metrics written to `results/metrics/{model}_zero-shot_s0_results.json`
     "Evaluate the ImageNet head restricted to the data's breeds, untrained, like a finished run (reused when already done)."
     c = TrainConfig(model=model, weights=weights, data_dir=data_dir, out_dir=out_dir, device=device, epochs=1, lr=0.)
@@ -718,8 +738,8 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     net = imagenet_zero_shot(model, vocab, weights)
     dc,(total,_) = model_data_config(net),count_params(net)
     t0 = time.time()
-    val_probs,val_targs = predict_probs(net, get_test_dl(data_dir, dc, device=dev, split='val', verbose=False, table=df))
-    ev = test_metrics(*predict_probs(net, get_test_dl(data_dir, dc, device=dev, verbose=False, table=df)), vocab, df.path[df.split == 'test'].tolist())
+    val_probs,val_targs = predict_probs(net, get_test_dl(data_dir, dc, device=dev, split='val', verbose=False, table=df), engine=engine)
+    ev = test_metrics(*predict_probs(net, get_test_dl(data_dir, dc, device=dev, verbose=False, table=df), engine=engine), vocab, df.path[df.split == 'test'].tolist())
     m = dict(model=model, strategy='zero-shot', seed=0, config=cfg, key=key, versions=versions(), device=str(dev), precision='float32',
              params_total=total, params_trainable=0, trainable_pct=0.0, history=[], epochs_run=0, best_epoch=0,
              best_val_loss=float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_targs.long())),

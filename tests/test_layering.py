@@ -10,7 +10,7 @@ SCRIPTS = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']['scripts
 
 # the pipeline, left to right (design.md): a module may import only the steps to its left. The model file's metadata,
 # which export writes and the predictor reads, is in core.
-STEPS = ['core', 'data', 'loaders', 'models', 'strategies', 'features', 'config', 'train', 'run_all', 'analysis', 'export', 'predict']
+STEPS = ['core', 'data', 'loaders', 'models', 'engine', 'strategies', 'features', 'config', 'train', 'run_all', 'analysis', 'export', 'predict']
 ONLY = {'predict': {'core'}}  # the deployable predictor: onnxruntime, numpy, Pillow and dogft.core, nothing else of dogft
 LAZY = {'run_all': {'train', 'analysis', 'export'}}  # the orchestrator calls later steps, imported inside its functions
 ANYTHING = {'testing'}  # test fixtures, kept out of the library's import graph
