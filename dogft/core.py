@@ -15,7 +15,8 @@ from PIL import Image
 # %% auto #0
 __all__ = ['VERSIONED', 'MAX_IMAGE_BYTES', 'META_FORMAT', 'META_REQUIRED', 'DogftError', 'NothingToDo', 'console_script',
            'dogft_home', 'run_name', 'atomic_write', 'save_json', 'LockedError', 'held_lock', 'sha256_file', 'versions',
-           'to_rgb', 'file_type', 'UnreadableFile', 'read_bounded', 'encode_metadata', 'decode_metadata', 'progress']
+           'to_rgb', 'file_type', 'UnreadableFile', 'read_bounded', 'encode_metadata', 'decode_metadata',
+           'onnxruntime_module', 'progress']
 
 # %% ../nbs/00_core.ipynb #41a12f22
 class DogftError(Exception):
@@ -258,6 +259,13 @@ def decode_metadata(props:dict # ONNX metadata entries, as from `encode_metadata
     missing = [k for k in META_REQUIRED if k not in meta]
     if missing: raise DogftError(f"the model's metadata lacks {', '.join(missing)}: export it again with dogft-export")
     return meta
+
+# %% ../nbs/00_core.ipynb #3b2f4732
+def onnxruntime_module():
+    "The `onnxruntime` module, its telemetry turned off before it starts (`ORT_DISABLE_TELEMETRY=1`, unless the environment says otherwise)."
+    os.environ.setdefault('ORT_DISABLE_TELEMETRY', '1')
+    import onnxruntime
+    return onnxruntime
 
 # %% ../nbs/00_core.ipynb #d1160d27
 def _duration(s:float)->str:

@@ -10,10 +10,10 @@ import contextlib, importlib.util, io, warnings
 import numpy as np
 
 # %% auto #0
-__all__ = ['ENGINES', 'OPSET', 'resolve_engine', 'ort_session', 'onnx_bytes', 'OrtModule', 'frozen_runner']
+__all__ = ['ENGINES', 'OPSET', 'resolve_engine', 'onnx_bytes', 'ort_session', 'OrtModule', 'frozen_runner']
 
 # %% ../nbs/01b_engine.ipynb #e95be634
-from .core import DogftError
+from .core import DogftError, onnxruntime_module
 
 # %% ../nbs/01b_engine.ipynb #b7a94ba7
 ENGINES = ('auto', 'onnxruntime', 'torch')
@@ -29,21 +29,11 @@ def resolve_engine(engine:str='auto', # `auto`, `onnxruntime` or `torch`
     if engine == 'auto': return 'onnxruntime' if dev == 'cpu' and importlib.util.find_spec('onnxruntime') else 'torch'
     return engine
 
-# %% ../nbs/01b_engine.ipynb #8e1ba4e7
+# %% ../nbs/01b_engine.ipynb #ef161462
 OPSET = 17  # TorchScript exporter (`dynamo=False`): torch's dynamo exporter writes opset 18 whatever it is asked for
 
-def ort_session(model, # an `.onnx` file, or the model's bytes
-                threads:int # intra-op threads (the same number PyTorch gets)
-               ): # an `onnxruntime.InferenceSession`
-    "An ONNX Runtime CPU session with all graph optimisations and `threads` intra-op threads."
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads,so.inter_op_num_threads,so.log_severity_level = threads,1,3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=['CPUExecutionProvider'])
-
-def onnx_bytes(module:nn.Module, # a module with one tensor input
-               example:torch.Tensor, # an input batch (its shape past the batch axis is fixed in the graph)
+def onnx_bytes(module, # a `torch.nn.Module` with one tensor input
+               example, # an input batch (a tensor) (its shape past the batch axis is fixed in the graph)
                opset:int=OPSET, # ONNX opset
                output_names=('output',) # the names of `module`'s outputs, in order
               )->bytes: # the ONNX model: input `input`, outputs `output_names`, batch axis dynamic
@@ -56,11 +46,22 @@ def onnx_bytes(module:nn.Module, # a module with one tensor input
                           dynamo=False, do_constant_folding=True, dynamic_axes={n: {0: 'batch'} for n in ['input', *output_names]})
     return buf.getvalue()
 
+# %% ../nbs/01b_engine.ipynb #c9b81d4c
+def ort_session(model, # an `.onnx` file, or the model's bytes
+                threads:int # intra-op threads (the same number PyTorch gets)
+               ): # an `onnxruntime.InferenceSession`
+    "An ONNX Runtime CPU session with all graph optimisations and `threads` intra-op threads."
+    ort = onnxruntime_module()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads,so.inter_op_num_threads,so.log_severity_level = threads,1,3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=['CPUExecutionProvider'])
+
 # %% ../nbs/01b_engine.ipynb #766d33eb
 class OrtModule:
     "A frozen `module` run by ONNX Runtime on the CPU: float32 tensors in and out, checked against PyTorch on `example` when made."
-    def __init__(self, module:nn.Module, # the frozen layers (put in eval mode)
-                 example:torch.Tensor, # a few inputs to check ONNX Runtime's output against PyTorch's
+    def __init__(self, module, # the frozen layers, a `torch.nn.Module` (put in eval mode)
+                 example, # a few inputs (a tensor) to check ONNX Runtime's output against PyTorch's
                  threads:int|None=None, # intra-op threads; `None`: `torch.get_num_threads()`
                  rtol:float=1e-4 # allowed difference, relative to the largest output (`max|ORT - PyTorch| <= rtol * (1 + max|PyTorch|)`)
                 ):
@@ -72,15 +73,15 @@ class OrtModule:
         if not self.max_abs_diff <= rtol*(1 + float(ref.abs().max())):
             raise DogftError(f"ONNX Runtime's output of {type(module).__name__} differs from PyTorch's by {self.max_abs_diff:.3g} "
                              f"(allowed: {rtol:g} of the output's scale): run it in PyTorch with engine='torch' (--set engine=torch)")
-    def __call__(self, x:torch.Tensor # `[N,...]` input batch
-                )->torch.Tensor: # float32 output on the CPU
+    def __call__(self, x # `[N,...]` input batch (a tensor)
+                ): # float32 output tensor on the CPU
         import torch
         x = np.ascontiguousarray(x.detach().float().cpu().numpy())  # a channels-last batch becomes plain NCHW
         return torch.from_numpy(self.session.run(None, {'input': x})[0])
 
 # %% ../nbs/01b_engine.ipynb #52c65196
-def frozen_runner(module:nn.Module, # frozen layers, in eval mode
-                  example:torch.Tensor, # the first batch (its first 8 items check the export)
+def frozen_runner(module, # frozen layers (a `torch.nn.Module`), in eval mode
+                  example, # the first batch (a tensor) (its first 8 items check the export)
                   engine:str='auto', # `auto`, `onnxruntime` or `torch` (see `resolve_engine`)
                  )->OrtModule|None: # the module in ONNX Runtime, or None where PyTorch runs it
     "`module` in ONNX Runtime when `engine` resolves to it for the device of `example`, else None (PyTorch runs it)."

@@ -25,7 +25,7 @@ __all__ = ['QUANT', 'LIMITS', 'DOG_CLASSES', 'OPEN_SET_ALPHA', 'OPEN_SET_REASONS
 
 # %% ../nbs/05_export.ipynb #e72f0f7e
 import dogft
-from .core import (DogftError, NothingToDo, atomic_write, console_script, decode_metadata, dogft_home, encode_metadata, save_json,
+from .core import (DogftError, NothingToDo, atomic_write, console_script, decode_metadata, dogft_home, encode_metadata, onnxruntime_module, save_json,
                         sha256_file, versions)
 from .data import read_split, resolve_breeds
 from .engine import OPSET, onnx_bytes, ort_session
@@ -189,6 +189,7 @@ def quantize_int8(src, # fp32 `.onnx` from `export_onnx`
                  )->Path:
     "Static int8 quantization (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration) after `quant_pre_process`."
     import onnx
+    onnxruntime_module()  # telemetry off before onnxruntime starts
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     class _Batches(CalibrationDataReader):
@@ -313,7 +314,8 @@ def run_data_dir(root:Path, # root of `results/` and `models/`
 # %% ../nbs/05_export.ipynb #dc57d673
 def machine()->dict:
     "What the timings ran on: CPU model, logical cores, OS, Python, torch, onnxruntime."
-    import onnx, onnxruntime as ort, torch
+    import onnx, torch
+    ort = onnxruntime_module()
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path('/proc/cpuinfo').read_text().splitlines():

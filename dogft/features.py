@@ -107,6 +107,7 @@ class StoredFeatures:
         x = torch.from_numpy(self.rows[np.asarray(idx)])
         return x.view(torch.bfloat16) if self.dtype == torch.bfloat16 else x
 
+# %% ../nbs/02b_features.ipynb #3740fbe4
 class FeatureStore:
     "Cached features on disk, one `.npy` file per pass written batch by batch: a caching that is killed resumes after its last committed batch."
     def __init__(self, path, # the store's folder (a run's is `models/checkpoints/{run}/features`)

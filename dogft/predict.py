@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from fastcore.script import call_parse
 
-from .core import MAX_IMAGE_BYTES, DogftError, UnreadableFile, file_type, read_bounded, console_script, decode_metadata, dogft_home, to_rgb
+from .core import MAX_IMAGE_BYTES, DogftError, UnreadableFile, file_type, read_bounded, console_script, decode_metadata, dogft_home, onnxruntime_module, to_rgb
 
 # %% auto #0
 __all__ = ['INTERPOLATIONS', 'OPEN_SET_REASONS', 'PredictError', 'ImageError', 'read_image_bytes', 'load_image', 'resize_crop',
@@ -145,7 +145,7 @@ class Classifier:
     def __init__(self, model, # path of a `.onnx` file written by `dogft-export`
                  threads:int=0 # onnxruntime intra-op threads; 0: onnxruntime's default
                 ):
-        import onnxruntime as ort
+        ort = onnxruntime_module()
         self.path = Path(model)
         try: mode = self.path.stat().st_mode
         except OSError: raise PredictError(f"model file {self.path} does not exist: run dogft-export or pass --model") from None

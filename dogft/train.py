@@ -488,12 +488,20 @@ def predict_probs(model:nn.Module, # a classifier
     return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
 
 # %% ../nbs/03_train.ipynb #9d54ea76
+def _float_test_features(net:nn.Module, dls)->bool:
+    "Whether `dls` (from `_build_loaders`) hold float32 features of the test images for `net`, the suffix of the model after its frozen prefix."
+    feats = getattr(dls.loaders[2], 'feats', None) if len(dls.loaders) > 2 else None
+    return feats is not None and feats[0].dtype == torch.float32
+
 def _evaluate(run:Run, # the run, its model built
-              model:nn.Module # the whole model with the weights to score
+              model:nn.Module, # the whole model with the weights to score
+              net:nn.Module|None=None, # the network the learner trained (`_build_loaders`): the model's suffix when features were cached
+              dls=None # its loaders
              )->dict: # as `test_metrics`
-    "`test_metrics` of `model` on the run's test split, in float32."
-    dl = get_test_dl(run.data_dir, run.data_config, bs=64, device=run.device, split='test', verbose=False, table=run.split)
-    return test_metrics(*predict_probs(model, dl, engine=run.config.engine), run.vocab, run.images('test'))
+    "`test_metrics` of `model` on the run's test split, in float32: from the test images' cached float32 features where there are some (the frozen prefix's own output), else from the images."
+    if net is not None and net is not model and _float_test_features(net, dls): probs = predict_probs(net, dls.loaders[2], engine='torch')
+    else: probs = predict_probs(model, get_test_dl(run.data_dir, run.data_config, bs=64, device=run.device, split='test', verbose=False, table=run.split), engine=run.config.engine)
+    return test_metrics(*probs, run.vocab, run.images('test'))
 
 # %% ../nbs/03_train.ipynb #b8df12bb
 def read_metrics(path:Path # a run's metrics JSON
@@ -598,9 +606,9 @@ def _home_relative(data_dir:Path, out_dir)->str:
     try: return Path(data_dir).resolve().relative_to(Path(out_dir or dogft_home()).resolve()).as_posix()
     except ValueError: return str(Path(data_dir).resolve())
 
-def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt, counts:tuple)->dict:
+def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt, counts:tuple, net=None, dls=None)->dict:
     "The metrics file of `run`: settings, key, versions, history, best epoch, test metrics of its best weights (`model`), weights."
-    c,ev,(total,trainable) = run.config,_evaluate(run, model),counts
+    c,ev,(total,trainable) = run.config,_evaluate(run, model, net, dls),counts
     how = how | (dict(warm_start={k: v for k,v in run.warm.items() if k != 'best'}) if run.warm else {})
     return dict(model=c.model, strategy=c.strategy, seed=c.seed, recipe=c.recipe, config=asdict(c) | dict(data_dir=_home_relative(run.data_dir, c.out_dir)),
                 key=run.key, versions=versions(), device=str(run.device), precision=str(dt).replace('torch.', '') if dt else 'float32',
@@ -653,7 +661,7 @@ def _train_locked(run:Run, quiet:bool)->dict:
     _fit(learn, run, lrs, st, quiet)
     best = read_checkpoint(run.paths['best'], 'pass resume=False (dogft-train --no-resume) to train the run again')
     model.load_state_dict(best['state_dict'])
-    m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts)  # the whole model, float32
+    m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts, net, dls)  # the whole model, float32
     atomic_write(run.paths['history'], lambda p: pd.DataFrame(m['history']).to_csv(p, index=False))
     save_json(m, run.paths['metrics'])
     shutil.rmtree(run.paths['checkpoints']/'features', ignore_errors=True)  # its features: gigabytes for a partial run at scale, and of no use now

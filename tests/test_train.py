@@ -353,7 +353,7 @@ def test_a_damaged_last_checkpoint_resumes_from_the_newest_intact_copy(tiny, tmp
     with pytest.raises(KeyboardInterrupt): train_run(cfg, quiet=True)
     monkeypatch.undo()
     ck = run_paths(cfg)['checkpoints']
-    assert sorted(f.name for f in ck.iterdir()) == ['epoch_005.pth', 'epoch_010.pth', 'last.pth']
+    assert sorted(f.name for f in ck.iterdir()) == ['epoch_005.pth', 'epoch_010.pth', 'features', 'last.pth']  # the cached features stay until the run ends
     _truncate(ck/'last.pth'); _truncate(ck/'epoch_010.pth')
     capsys.readouterr()
     m = train_run(cfg)
