@@ -34,7 +34,7 @@ __all__ = ['RECIPES', 'resolve_config', 'run_paths', 'warm_start_config', 'run_k
            'train_run', 'find_lr', 'plot_lr_find', 'zero_shot_run', 'plot_history', 'plot_confusion', 'TrainConfig']
 
 # %% ../nbs/03_train.ipynb #9be5812f
-from .core import DogftError, atomic_write, dogft_home, held_lock, run_name, save_json, versions, _duration
+from .core import DogftError, atomic_write, dogft_home, held_lock, progress, run_name, save_json, versions, _duration
 from .config import TrainConfig
 from .data import class_names, class_of, default_data_dir, ensure_data
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl, split_table
@@ -474,7 +474,8 @@ def test_metrics(probs:torch.Tensor, # `[N, C]` predicted probabilities
 def predict_probs(model:nn.Module, # a classifier
                   dl, # unshuffled loader of normalised `(image, label)` batches
                   flip:bool=False, # test-time augmentation: average the probabilities of each image and its mirror image
-                  engine:str='auto' # `auto` (ONNX Runtime on the CPU, checked against PyTorch on the first batch), `onnxruntime` or `torch`
+                  engine:str='auto', # `auto` (ONNX Runtime on the CPU, checked against PyTorch on the first batch), `onnxruntime` or `torch`
+                  desc:str|None=None # a progress line (rate and time left) saying this, e.g. `scoring the test images`; None: no progress line
                  )->tuple[torch.Tensor, torch.Tensor]: # (probabilities `[N, C]`, labels `[N]`)
     "Softmax probabilities of `model` in eval mode over `dl`, in full precision."
     model.eval().to(dl.device)
@@ -484,7 +485,8 @@ def predict_probs(model:nn.Module, # a classifier
         if run is None: run = frozen_runner(model, x, engine) or model
         return run(x).float().softmax(1)
     def batch_probs(x): return (probs(x) + probs(x.flip(-1)))/2 if flip else probs(x)
-    out = [(batch_probs(xb.as_subclass(torch.Tensor)).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in dl]
+    batches = progress(dl, getattr(dl, 'n', None), desc, 'images', quiet=desc is None, size=lambda b: len(b[1]))
+    out = [(batch_probs(xb.as_subclass(torch.Tensor)).cpu(), yb.as_subclass(torch.Tensor).cpu()) for xb,yb in batches]
     return torch.cat([p for p,_ in out]),torch.cat([y for _,y in out])
 
 # %% ../nbs/03_train.ipynb #9d54ea76
@@ -496,11 +498,13 @@ def _float_test_features(net:nn.Module, dls)->bool:
 def _evaluate(run:Run, # the run, its model built
               model:nn.Module, # the whole model with the weights to score
               net:nn.Module|None=None, # the network the learner trained (`_build_loaders`): the model's suffix when features were cached
-              dls=None # its loaders
+              dls=None, # its loaders
+              quiet:bool=True # no progress line
              )->dict: # as `test_metrics`
     "`test_metrics` of `model` on the run's test split, in float32: from the test images' cached float32 features where there are some (the frozen prefix's own output), else from the images."
-    if net is not None and net is not model and _float_test_features(net, dls): probs = predict_probs(net, dls.loaders[2], engine='torch')
-    else: probs = predict_probs(model, get_test_dl(run.data_dir, run.data_config, bs=64, device=run.device, split='test', verbose=False, table=run.split), engine=run.config.engine)
+    if net is not None and net is not model and _float_test_features(net, dls): probs = predict_probs(net, dls.loaders[2], engine='torch', desc=None if quiet else 'scoring the test images (their cached features)')
+    else: probs = predict_probs(model, get_test_dl(run.data_dir, run.data_config, bs=64, device=run.device, split='test', verbose=False, table=run.split), engine=run.config.engine,
+                                    desc=None if quiet else 'scoring the test images')
     return test_metrics(*probs, run.vocab, run.images('test'))
 
 # %% ../nbs/03_train.ipynb #b8df12bb
@@ -606,9 +610,9 @@ def _home_relative(data_dir:Path, out_dir)->str:
     try: return Path(data_dir).resolve().relative_to(Path(out_dir or dogft_home()).resolve()).as_posix()
     except ValueError: return str(Path(data_dir).resolve())
 
-def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt, counts:tuple, net=None, dls=None)->dict:
+def _run_metrics(run:Run, model:nn.Module, best:dict, history:list, how:dict, dt, counts:tuple, net=None, dls=None, quiet:bool=True)->dict:
     "The metrics file of `run`: settings, key, versions, history, best epoch, test metrics of its best weights (`model`), weights."
-    c,ev,(total,trainable) = run.config,_evaluate(run, model, net, dls),counts
+    c,ev,(total,trainable) = run.config,_evaluate(run, model, net, dls, quiet),counts
     how = how | (dict(warm_start={k: v for k,v in run.warm.items() if k != 'best'}) if run.warm else {})
     return dict(model=c.model, strategy=c.strategy, seed=c.seed, recipe=c.recipe, config=asdict(c) | dict(data_dir=_home_relative(run.data_dir, c.out_dir)),
                 key=run.key, versions=versions(), device=str(run.device), precision=str(dt).replace('torch.', '') if dt else 'float32',
@@ -661,7 +665,7 @@ def _train_locked(run:Run, quiet:bool)->dict:
     _fit(learn, run, lrs, st, quiet)
     best = read_checkpoint(run.paths['best'], 'pass resume=False (dogft-train --no-resume) to train the run again')
     model.load_state_dict(best['state_dict'])
-    m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts, net, dls)  # the whole model, float32
+    m = _run_metrics(run, model, best, cbs[0].history, how, dt, counts, net, dls, quiet)  # the whole model, float32
     atomic_write(run.paths['history'], lambda p: pd.DataFrame(m['history']).to_csv(p, index=False))
     save_json(m, run.paths['metrics'])
     shutil.rmtree(run.paths['checkpoints']/'features', ignore_errors=True)  # its features: gigabytes for a partial run at scale, and of no use now
@@ -746,8 +750,10 @@ def zero_shot_run(model:str='efficientnet_lite0', # timm model name
     net = imagenet_zero_shot(model, vocab, weights)
     dc,(total,_) = model_data_config(net),count_params(net)
     t0 = time.time()
-    val_probs,val_targs = predict_probs(net, get_test_dl(data_dir, dc, device=dev, split='val', verbose=False, table=df), engine=engine)
-    ev = test_metrics(*predict_probs(net, get_test_dl(data_dir, dc, device=dev, verbose=False, table=df), engine=engine), vocab, df.path[df.split == 'test'].tolist())
+    val_probs,val_targs = predict_probs(net, get_test_dl(data_dir, dc, device=dev, split='val', verbose=False, table=df), engine=engine,
+                                          desc=None if quiet else f'[{model} zero-shot] scoring the validation images')
+    ev = test_metrics(*predict_probs(net, get_test_dl(data_dir, dc, device=dev, verbose=not quiet, table=df), engine=engine,
+                                           desc=None if quiet else f'[{model} zero-shot] scoring the test images'), vocab, df.path[df.split == 'test'].tolist())
     m = dict(model=model, strategy='zero-shot', seed=0, config=cfg, key=key, versions=versions(), device=str(dev), precision='float32',
              params_total=total, params_trainable=0, trainable_pct=0.0, history=[], epochs_run=0, best_epoch=0,
              best_val_loss=float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_targs.long())),

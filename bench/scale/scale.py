@@ -7,17 +7,21 @@ One run measures, in this order:
    processed folder of its own (its `split.csv` lists only those rows; the images are the ones `dogft-data` wrote), and
    its uint8 image cache (`dogft.loaders.cached_images`, timed).
 3. Zero-shot as `dogft.train.zero_shot_run` does it: `imagenet_zero_shot` + `predict_probs` over `get_test_dl` (batch 32,
-   fp32, contiguous). Next to it, on the same batches taken out of that loader: the same network in PyTorch without the
-   loader, and ONNX Runtime fp32 running it (exported with `dogft.export.export_onnx`, i.e. `torch.onnx.export(dynamo=False)`).
+   fp32; on the CPU `predict_probs` runs the network in ONNX Runtime through `dogft.engine`). Next to it, on the same
+   batches taken out of that loader: the same network in PyTorch without the loader, and ONNX Runtime fp32 running the
+   file `dogft.export.export_onnx` writes (the reference).
 4. Feature caching as the freeze strategy does it: `apply_strategy(..., 'freeze')`, `split_frozen`, `prefix_features` over
-   `get_test_dl(bs=64, channels_last=True)` at the freeze recipe's precision (fp32). Next to it, on the same batches: the
-   prefix in PyTorch without the loader in four variants (contiguous / channels_last × fp32 / bf16 autocast), and ONNX
-   Runtime fp32 running the exported prefix. bf16's effect on the answers: zero-shot top-1 on the subsample through the
-   head, from fp32 and from bf16 features.
+   `get_test_dl(bs=64, channels_last=True)` at the freeze recipe's precision (fp32; ONNX Runtime through `dogft.engine`).
+   Next to it, on the same batches: the prefix in PyTorch without the loader (with `--ab`, in four variants: contiguous /
+   channels_last × fp32 / bf16 autocast), and ONNX Runtime fp32 running the exported prefix.
+5. Freeze end to end and the peak memory of zero-shot and freeze on the whole 120-breed data: read from
+   `bench/breeds120/results.json` (its `official split` report), where `dogft-train --strategy freeze` and the zero-shot
+   head ran as commands of their own under `/usr/bin/time -v`.
 
 Every engine runs `--rounds` full passes over the subsample, engines taking turns each round; a rate is images / summed
 seconds. PyTorch gets `torch.set_num_threads(n)`, ONNX Runtime `intra_op_num_threads=n` (inter-op 1). Targets (issue 27):
-zero-shot and feature caching >= 0.8x ONNX Runtime's images/s; peak memory of `dogft-data` under 4 GiB.
+zero-shot and feature caching >= 0.8x ONNX Runtime's images/s; peak memory of each step under 4 GiB; freeze end to end
+on the prepared data <= 10 minutes.
 
     python bench/scale/scale.py --source ../shared/data/stanford-dogs-120 --name 'official split, lite0'
 
@@ -41,7 +45,16 @@ from dogft import export as ex
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchlib
 
-TARGETS = dict(ratio=0.8, data_rss_gib=4.0)
+TARGETS = dict(ratio=0.8, rss_gib=4.0, freeze_minutes=10.0)
+BREEDS120 = Path(__file__).resolve().parents[1]/'breeds120'/'results.json'
+
+
+def whole_data_runs(path)->dict:
+    "The runs of `bench/breeds120`'s `official split` report that were timed as commands: id → row (wall seconds, peak RSS, command...)."
+    p = Path(path)
+    if not p.exists(): return {}
+    rep = benchlib.load_reports(p).get('official split', {})
+    return {r['id']: r for r in rep.get('rows', []) if r.get('wall_seconds') is not None}
 
 
 def run_data(source:str, home:Path)->dict:
@@ -97,6 +110,8 @@ def main(argv=None):
     p.add_argument('--rounds', type=int, default=2, help='timed passes over the subsample per engine (default: 2)')
     p.add_argument('--threads', type=int, default=2, help='threads for PyTorch and ONNX Runtime alike (default: 2)')
     p.add_argument('--work-dir', default=str(benchlib.work_dir('scale')), help='where the data and exports go (default: {tempdir}/dogft-bench/scale)')
+    p.add_argument('--ab', action='store_true', help='also time the PyTorch prefix with channels_last and bf16 autocast (the A/B of the first report)')
+    p.add_argument('--breeds120', default=str(BREEDS120), help="bench/breeds120's report file, for the freeze wall time and the commands' peak memory")
     p.add_argument('--name', default=None, help="the report's name in --results (without it the report is only printed)")
     p.add_argument('--results', default=str(benchlib.results_file(__file__)), help="the study's report file (default: results.json beside this script)")
     a = p.parse_args(argv)
@@ -157,7 +172,7 @@ def main(argv=None):
     def f_ort(xs=f_np): return torch.from_numpy(np.concatenate([s_f.run(None, {in_f: x})[0] for x in xs]))
     f_fns = {'dogft': (lambda: prefix_features(prefix, dl_f, precision='fp32', quiet=True), prefix_run(f_cl[:1], False)),
              **{f"torch {'bf16' if bf else 'fp32'}{' channels_last' if cl else ''}": (prefix_run(xs, bf), prefix_run(xs[:1], bf))
-                for bf in (False, True) for cl,xs in ((False, f_batches), (True, f_cl))},
+                for bf in (False, True) for cl,xs in ((False, f_batches), (True, f_cl)) if a.ab or (cl and not bf)},
              'ort': (f_ort, lambda: f_ort(f_np[:1]))}
     print('  timing feature caching ...', flush=True)
     f_t,f_out = timed_rounds(f_fns, a.rounds)
@@ -165,7 +180,8 @@ def main(argv=None):
     feats['dogft'] = f_out['dogft'][0]
     with torch.inference_mode():
         acc_f = {k: float((suffix(v.float()).argmax(1).numpy() == yf).mean()) for k,v in feats.items()}
-        diff = {k: float((v.float() - feats['torch fp32']).abs().max()) for k,v in feats.items()}
+        ref = feats['torch fp32 channels_last']  # PyTorch fp32: the features' reference
+        diff = {k: float((v.float() - ref).abs().max()) for k,v in feats.items()}
     load1 = os.getloadavg()
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
 
@@ -178,16 +194,21 @@ def main(argv=None):
     targets = [
         dict(target='zero-shot, dogft / ONNX Runtime fp32 images/s', measured=zr['dogft']/zr['ort'], limit=TARGETS['ratio'], op='≥'),
         dict(target='feature caching, dogft / ONNX Runtime fp32 images/s', measured=fr['dogft']/fr['ort'], limit=TARGETS['ratio'], op='≥'),
-        dict(target='dogft-data peak RSS, GiB', measured=data['peak_rss_mib']/1024, limit=TARGETS['data_rss_gib'], op='<')]
-    for t in targets: t['met'] = t['measured'] >= t['limit'] if t['op'] == '≥' else t['measured'] < t['limit']
+        dict(target='dogft-data peak RSS, GiB', measured=data['peak_rss_mib']/1024, limit=TARGETS['rss_gib'], op='<')]
+    whole = whole_data_runs(a.breeds120)
+    for rid,what in (('zs-lite0', 'zero-shot'), ('freeze-lite0-s42', 'freeze')):
+        if rid in whole: targets.append(dict(target=f'{what} on the whole data (command), peak RSS, GiB', measured=whole[rid]['peak_rss_mib']/1024, limit=TARGETS['rss_gib'], op='<'))
+    if 'freeze-lite0-s42' in whole:
+        targets.append(dict(target='freeze end to end on the prepared data (dogft-train), minutes', measured=whole['freeze-lite0-s42']['wall_seconds']/60, limit=TARGETS['freeze_minutes'], op='≤'))
+    for t in targets: t['met'] = dict(zip(('≥', '≤', '<'), (t['measured'] >= t['limit'], t['measured'] <= t['limit'], t['measured'] < t['limit'])))[t['op']]
     ok = all(t['met'] for t in targets)
     rows = [dict(step='dogft-data (all 120 breeds, official split)', engine='dogft-data', images=data['rows'], seconds=data['seconds'], images_per_s=data_rate),
             dict(step='image cache of the subsample (decode, resize, crop)', engine='dogft cached_images', images=n, seconds=t_cache, images_per_s=n/t_cache)]
-    names_zs = {'dogft': 'dogft: get_test_dl + predict_probs (fp32)', 'torch': 'PyTorch, same network, same batches (no loader)',
+    names_zs = {'dogft': 'dogft: get_test_dl + predict_probs (fp32, dogft.engine)', 'torch': 'PyTorch, same network, same batches (no loader)',
                 'ort': 'ONNX Runtime fp32, same batches'}
     for k,v in zs_t.items(): rows.append(dict(step='zero-shot (120-class ImageNet head)', engine=names_zs[k], images=a.rounds*n, seconds=sum(w for w,_ in v), cpu_seconds=cpu(v),
                                                rounds=[w for w,_ in v], images_per_s=zr[k], vs_ort=zr[k]/zr['ort'], test_acc=acc_zs[k]))
-    names_f = {'dogft': 'dogft: get_test_dl(channels_last) + prefix_features (fp32)', 'ort': 'ONNX Runtime fp32, same batches'}
+    names_f = {'dogft': 'dogft: get_test_dl(channels_last) + prefix_features (fp32, dogft.engine)', 'ort': 'ONNX Runtime fp32, same batches'}
     for k,v in f_t.items(): rows.append(dict(step='feature caching (frozen prefix)', engine=names_f.get(k, f'PyTorch prefix, {k.removeprefix("torch ")}, same batches (no loader)'),
                                               images=a.rounds*n, seconds=sum(w for w,_ in v), cpu_seconds=cpu(v), rounds=[w for w,_ in v], images_per_s=fr[k], vs_ort=fr[k]/fr['ort'],
                                               test_acc=acc_f.get(k), max_abs_diff_vs_fp32=diff.get(k)))
@@ -198,7 +219,9 @@ def main(argv=None):
                  f"{'' if 'vs_ort' not in r else format(r['vs_ort'], '.2f') + '×'} | {'' if r.get('test_acc') is None else format(r['test_acc'], '.1%')} |")
     T = ['| target | measured | limit | met |', '|---|---:|---:|:---:|']
     for t in targets: T.append(f"| {t['target']} | {t['measured']:.2f} | {t['op']} {t['limit']} | {'yes' if t['met'] else 'NO'} |")
-    cl = fr['torch fp32 channels_last']/fr['torch fp32']; bf = fr['torch bf16']/fr['torch fp32']; bfcl = fr['torch bf16 channels_last']/fr['torch fp32']
+    ab = dict(channels_last=fr['torch fp32 channels_last']/fr['torch fp32'], bf16=fr['torch bf16']/fr['torch fp32'],
+              bf16_channels_last=fr['torch bf16 channels_last']/fr['torch fp32']) if a.ab else None
+    fz = whole.get('freeze-lite0-s42')
     md = '\n'.join([f"# Scale benchmark: {a.model}, 120 breeds, official split", '',
         f"`{cmd}` — {datetime.now(timezone.utc).isoformat(timespec='seconds')}, {time.time() - t_start:.0f} s", '',
         f"- dogft-data: {data['rows']:,} images ({', '.join(f'{k} {v:,}' for k,v in data['per_split'].items())}), {data['breeds']} breeds, "
@@ -212,14 +235,17 @@ def main(argv=None):
         f"- software: Python {machine['python']}, torch {machine['versions'].get('torch')}, timm {machine['versions'].get('timm')}, "
         f"onnxruntime {machine['versions'].get('onnxruntime')}", '',
         *L, '', f"Targets: {'all met' if ok else 'NOT all met'}", '', *T, '',
-        f"PyTorch prefix on the same batches, relative to contiguous fp32: channels_last {cl:.2f}×, bf16 autocast {bf:.2f}×, "
-        f"bf16 + channels_last {bfcl:.2f}×; bf16 features differ from fp32 by up to {diff['torch bf16 channels_last']:.3g} "
-        f"(ORT: {diff['ort']:.3g}) and give {acc_f['torch bf16 channels_last']:.1%} top-1 through the zero-shot head against fp32's {acc_f['torch fp32']:.1%}.",
-        '', 'Freeze end to end on the prepared 120-breed data: not measured by this script.'])
+        *([f"PyTorch prefix on the same batches, relative to contiguous fp32: channels_last {ab['channels_last']:.2f}×, bf16 autocast {ab['bf16']:.2f}×, "
+           f"bf16 + channels_last {ab['bf16_channels_last']:.2f}×; bf16 features differ from fp32 by up to {diff['torch bf16 channels_last']:.3g} "
+           f"(ORT: {diff['ort']:.3g}) and give {acc_f['torch bf16 channels_last']:.1%} top-1 through the zero-shot head against fp32's {acc_f['torch fp32']:.1%}.", ''] if ab else []),
+        f"dogft's features differ from PyTorch fp32's by up to {diff['dogft']:.3g} (ONNX Runtime's own file: {diff['ort']:.3g}).", '',
+        (f"Freeze end to end on the prepared 120-breed data (`bench/breeds120`, `{fz['command']}`): {fz['wall_seconds']/60:.1f} min wall, "
+         f"of which {fz['train_seconds']/60:.1f} min the run's own feature caching and epochs ({fz['views']} views of each training image), "
+         f"peak RSS {fz['peak_rss_mib']/1024:.2f} GiB." if fz else "Freeze end to end: no `freeze-lite0-s42` run in `bench/breeds120/results.json` yet.")])
     print(md)
     if a.name:
         out = dict(command=cmd, model=a.model, threads=a.threads, per_breed=a.per_breed, subsample_images=n, rounds=a.rounds,
-                   data=data, rows=rows, targets=targets, all_met=ok, ab=dict(channels_last=cl, bf16=bf, bf16_channels_last=bfcl),
+                   data=data, rows=rows, targets=targets, all_met=ok, ab=ab, whole_data=whole,
                    bench_peak_rss_mib=self_rss, machine=machine, load_avg=[load0[0], load1[0]], seconds=time.time() - t_start)
         benchlib.save_report(a.results, a.name, out, md)
         print(f"wrote report {a.name!r} to {benchlib.show_path(a.results)} and its .md")
