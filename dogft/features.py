@@ -18,8 +18,8 @@ from fastai.data.load import DataLoader
 from fastai.torch_core import TensorCategory
 
 # %% auto #0
-__all__ = ['PooledHead', 'PreLogits', 'Features', 'model_pipeline', 'split_frozen', 'autocast_dtype', 'StoredFeatures',
-           'FeatureStore', 'prefix_features', 'FeatureDL', 'feature_dls']
+__all__ = ['COMMIT_SECONDS', 'PooledHead', 'PreLogits', 'Features', 'model_pipeline', 'split_frozen', 'autocast_dtype',
+           'StoredFeatures', 'FeatureStore', 'prefix_features', 'FeatureDL', 'feature_dls']
 
 # %% ../nbs/02b_features.ipynb #2e71d973
 from .core import DogftError, atomic_write, progress
@@ -160,6 +160,8 @@ class FeatureStore:
         return StoredFeatures(NpyRows(self._file(i)), getattr(torch, dt))
 
 # %% ../nbs/02b_features.ipynb #265dac16
+COMMIT_SECONDS = 10.  # a store's progress is committed at most this often (and at each pass's end)
+
 def _pass_batches(dls:list, done:list):
     "`(i, start, batch, todo)` for every batch of each loader `dls[i]`, in turn; `todo` is False for a batch whose rows are among the first `done[i]`."
     for i,dl in enumerate(dls):
@@ -177,7 +179,7 @@ def _torch_runner(prefix:nn.Module, dt):
     return run
 
 @torch.no_grad()
-def _prefix_passes(prefix:nn.Module, dls:list, precision:str, desc:str, quiet:bool, engine:str='auto', store:FeatureStore|None=None, every:float=10.)->tuple[list, str]:
+def _prefix_passes(prefix:nn.Module, dls:list, precision:str, desc:str, quiet:bool, engine:str='auto', store:FeatureStore|None=None)->tuple[list, str]:
     "Run `prefix` over each loader of `dls` under one progress line: `(features, labels)` per loader, and the engine that ran it."
     dev = dls[0].device or torch.device('cpu')
     prefix.eval().to(dev)
@@ -197,7 +199,7 @@ def _prefix_passes(prefix:nn.Module, dls:list, precision:str, desc:str, quiet:bo
             if store is None: feats[i].append(f)
             else:
                 store.write(i, start, f, n[i])
-                if (end := start + len(f)) == n[i] or time.monotonic() - last > every: store.commit(i, end, keep); last = time.monotonic()
+                if (end := start + len(f)) == n[i] or time.monotonic() - last >= COMMIT_SECONDS: store.commit(i, end, keep); last = time.monotonic()
     labels = [torch.cat(l) for l in labels]
     return [(store.read(i) if store else torch.cat(feats[i]),labels[i]) for i in range(len(dls))],used
 

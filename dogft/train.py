@@ -380,15 +380,16 @@ class ResumableEarlyStopping(EarlyStoppingCallback):
 
 # %% ../nbs/03_train.ipynb #a1489fa1
 class EpochLines(Callback):
-    "One plain line per epoch — `[run] epoch 3/15: train loss 0.412, val loss 0.221, val acc 96.7% (4.1 s)` — and on a terminal a status line of the batches in between, with their rate and the time left."
+    "One plain line per epoch — `[run] epoch 3/15: train loss 0.412, val loss 0.221, val acc 96.7% (4.1 s)` — and a status of the batches in between, with their rate and the time left: on a terminal a line updated in place, elsewhere a plain line every `plain_every` seconds of a long epoch."
     order = Recorder.order + 6  # after `RunCheckpoint`, before early stopping may end the fit
     def __init__(self, name:str, # the run's name, each line's prefix
                  epochs:int, # epochs of the whole run
                  start_epoch:int=0, # epochs already done (resuming)
                  file=None, # where to write; default `sys.stdout`, looked up when the fit starts
-                 every:float=0.2 # on a terminal: seconds between two updates of the status line
+                 every:float=0.2, # on a terminal: seconds between two updates of the status line
+                 plain_every:float=60. # elsewhere (a log, papermill): seconds between two status lines
                 ):
-        self.tag,self.epochs,self.start,self.file,self.every = f'[{name}]',epochs,start_epoch,file,every
+        self.tag,self.epochs,self.start,self.file,self.every,self.plain_every = f'[{name}]',epochs,start_epoch,file,every,plain_every
     def before_fit(self):
         self.f = self.file or sys.stdout
         self.tty,self.times,self.width = bool(getattr(self.f, 'isatty', lambda: False)()),[],0  # called: a bound `isatty` is always truthy
@@ -397,12 +398,12 @@ class EpochLines(Callback):
     def ep(self)->int: return self.start + self.epoch + 1
     def after_batch(self):
         t = time.monotonic()
-        if not (self.tty and self.training) or t - self.last < self.every: return
+        if not self.training or t - self.last < (self.every if self.tty else self.plain_every): return
         self.last,n = t,self.iter + 1
         rate = n/(t - self.t0)
         per_epoch = sum(self.times)/len(self.times) if self.times else self.n_iter/rate  # an epoch's validation is not counted until one is done
         left = (self.n_iter - n)/rate + per_epoch*(self.epochs - self.ep)
-        self._write(f"{self.tag} epoch {self.ep}/{self.epochs}: {n}/{self.n_iter} batches, {rate:.1f} batches/s, {_duration(left)} left")
+        self._write(f"{self.tag} epoch {self.ep}/{self.epochs}: {n}/{self.n_iter} batches, {rate:.1f} batches/s, {_duration(left)} left", end='' if self.tty else '\n')
     def after_epoch(self):
         v,dt = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])),time.monotonic() - self.t0
         self.times.append(dt)

@@ -327,6 +327,33 @@ def test_resume_is_the_same_run(tiny, tmp_path, monkeypatch, strategy):
     assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa) <= 1e-6
 
 
+def test_a_run_killed_while_caching_features_resumes_there(tiny, tmp_path, monkeypatch, capsys):
+    "A run stopped in the middle of caching its features keeps the batches it committed: run again, it computes only the rest, and it is the same run as one never stopped."
+    import dogft.features as df
+    kw = dict(strategy='freeze', epochs=2, patience=0, views=3, augment='light')
+    whole = train_run(_cfg(tiny, tmp_path/'whole', **kw), quiet=True)
+    commit,calls = df.FeatureStore.commit,[]
+    def killed(self, i, rows, dtype):
+        commit(self, i, rows, dtype); calls.append(i)
+        if i == 2: raise KeyboardInterrupt  # after two passes (two views of the training images) and the first batch of the third
+    monkeypatch.setattr(df.FeatureStore, 'commit', killed)
+    monkeypatch.setattr(df, 'COMMIT_SECONDS', 0.)  # commit every batch
+    cfg = _cfg(tiny, tmp_path/'resumed', **kw)
+    with pytest.raises(KeyboardInterrupt): train_run(cfg, quiet=True)
+    monkeypatch.undo()
+    store = run_paths(cfg)['checkpoints']/'features'
+    done = json.loads((store/'pass2.json').read_text())['rows']
+    assert json.loads((store/'pass0.json').read_text())['rows'] == json.loads((store/'pass1.json').read_text())['rows'] > done > 0
+    capsys.readouterr()
+    resumed = train_run(cfg)
+    out = capsys.readouterr().out
+    assert f"images done before)" in out, out
+    assert not store.exists()  # removed when the run ended
+    for a, b in zip(whole['history'], resumed['history']):
+        for k in ('train_loss', 'val_loss', 'val_acc'): assert abs(a[k] - b[k]) <= 1e-6, (a, b)
+    assert resumed['test_acc'] == whole['test_acc'] and resumed['training']['engine'] == 'onnxruntime'
+
+
 def test_a_second_process_on_the_same_run_stops(tiny, tmp_path):
     "While one process holds a run, `dogft-train` of the same run in another stops at once, naming the holder's pid, and touches none of its files."
     from dogft.core import held_lock

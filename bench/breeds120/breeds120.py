@@ -118,6 +118,20 @@ def ensemble_row(members:list[tuple[str, dict]], zs:dict|None)->dict:
     return r
 
 
+def strategy_pairs(ms:dict)->list[dict]:
+    "McNemar between the strategies of one model, recipe and seed (partial and full against freeze, full against partial)."
+    by = {(m['model'], (m.get('config') or {}).get('recipe', 'dogft'), m['seed'], m['strategy']): (rid, m) for rid,m in ms.items()}
+    out = []
+    for (model, recipe, seed, strategy),(rid, m) in by.items():
+        for other in {'partial': ['freeze'], 'full': ['freeze', 'partial']}.get(strategy, []):
+            if (o := by.get((model, recipe, seed, other))) is None: continue
+            paths,a = correct_bits(m)
+            opaths,b = correct_bits(o[1])
+            if paths != opaths: raise DogftError(f"{rid} and {o[0]} were scored on different test images")
+            out.append(dict(a=rid, b=o[0]) | mcnemar_exact(a, b))
+    return out
+
+
 def fmt_p(p): return '<0.001' if p < 1e-3 else f'{p:.3f}'
 
 
@@ -139,7 +153,7 @@ def cells(r:dict)->list[str]:
             '' if ep is None or r['strategy'] == 'zero-shot' else f"{ep} ({r['best_epoch']})"]
 
 
-def markdown(rows:list[dict], seeds:list[dict], data:dict, cmd:str, machine:dict, missing:dict)->str:
+def markdown(rows:list[dict], seeds:list[dict], data:dict, cmd:str, machine:dict, missing:dict, pairs:list[dict])->str:
     L = ['| run | test accuracy [95% CI] | macro-F1 | McNemar vs its zero-shot head: only this right / only zero-shot right, p | train time | wall time | peak RSS | epochs (best) |',
          '|---|---|---:|---|---:|---:|---:|---:|']
     L += [f"| {run_label(r)} | {' | '.join(cells(r))} |" for r in rows]
@@ -154,6 +168,9 @@ def markdown(rows:list[dict], seeds:list[dict], data:dict, cmd:str, machine:dict
     for s in seeds:
         out += ['', f"{s['label']}: mean test accuracy {100*s['mean']:.2f}% over seeds {', '.join(map(str, s['seeds']))} "
                     f"(t 95% interval [{100*s['low']:.2f}, {100*s['high']:.2f}]; per seed {', '.join(f'{100*a:.2f}%' for a in s['accs'])})"]
+    for q in pairs:
+        out += ['', f"{q['a']} against {q['b']} (McNemar on the same {q['n']:,} test images): {q['a_only']} right only by the first, "
+                    f"{q['b_only']} only by the second, p {fmt_p(q['p'])}."]
     if missing: out += ['', 'Not in this report:', *[f"- {k}: {v}" for k,v in missing.items()]]
     return '\n'.join(out)
 
@@ -213,15 +230,17 @@ def main(argv=None):
     for rid,m in trained:  # each architecture's run with the best validation accuracy
         if m['model'] not in best or m['best_val_acc'] > best[m['model']][1]['best_val_acc']: best[m['model']] = (rid, m)
     if len(best) >= 2: rows.append(ensemble_row(sorted(best.values()), zs.get('efficientnet_lite0')))
+    pairs = strategy_pairs(ms)
     missing = dict(kv.split('=', 1) for kv in a.not_run)
     missing.update({rid: 'not run yet' for rid in RUNS if rid not in ms and rid not in missing})
     data = data_info(home)
-    cmd = benchlib.command_line(__file__, argv)
+    # the command that makes every run of the report again (from an empty --home), whichever runs this invocation made
+    cmd = benchlib.command_line(__file__, ['--source', a.source, '--runs', ','.join(ms), *sum((['--not-run', kv] for kv in a.not_run), []), '--name', a.name or 'NAME'])
     machine = benchlib.machine_info()
-    md = markdown(rows, seeds, data, cmd, machine, missing)
+    md = markdown(rows, seeds, data, cmd, machine, missing, pairs)
     print(md)
     if a.name:
-        benchlib.save_report(a.results, a.name, dict(command=cmd, data=data, rows=rows, seed_means=seeds, timings=timings, not_run=missing, machine=machine), md)
+        benchlib.save_report(a.results, a.name, dict(command=cmd, data=data, rows=rows, seed_means=seeds, strategy_pairs=pairs, timings=timings, not_run=missing, machine=machine), md)
         print(f"wrote report {a.name!r} to {benchlib.show_path(a.results)} and its .md")
     return 0
 
