@@ -168,6 +168,9 @@ def markdown(rows:list[dict], seeds:list[dict], data:dict, cmd:str, machine:dict
     for s in seeds:
         out += ['', f"{s['label']}: mean test accuracy {100*s['mean']:.2f}% over seeds {', '.join(map(str, s['seeds']))} "
                     f"(t 95% interval [{100*s['low']:.2f}, {100*s['high']:.2f}]; per seed {', '.join(f'{100*a:.2f}%' for a in s['accs'])})"]
+    for r in rows:
+        for m,q in r.get('vs_members', {}).items():
+            out += ['', f"The ensemble against {m} (McNemar): {q['a_only']} right only by the ensemble, {q['b_only']} only by {m}, p {fmt_p(q['p'])}."]
     for q in pairs:
         out += ['', f"{q['a']} against {q['b']} (McNemar on the same {q['n']:,} test images): {q['a_only']} right only by the first, "
                     f"{q['b_only']} only by the second, p {fmt_p(q['p'])}."]
