@@ -40,7 +40,7 @@ from .data import class_names, class_of, default_data_dir, ensure_data
 from .loaders import AUGMENTS, auto_device, get_dls, get_test_dl, split_table
 from .models import RandomInitWarning, create_model, imagenet_zero_shot, model_data_config, resolve_weights, weights_info, count_params
 from .strategies import apply_strategy, strategy_defaults, group_lrs, BN_POLICIES
-from .engine import ENGINES, frozen_runner
+from .engine import ENGINES, frozen_runner, resolve_engine
 from .features import FeatureStore, autocast_dtype, feature_dls, split_frozen
 _all_ = ['TrainConfig']  # where it has always been imported from
 
@@ -207,12 +207,13 @@ def _build_loaders(run:Run, # a run whose model is built
                   )->tuple: # the network to train, its loaders, and how they were made (`features`: `cached` or `none`, ...)
     "The learner's network and loaders for `run`: cached features of the frozen prefix, or images."
     c,dc,dev = run.config,run.data_config,run.device
-    dls = get_dls(run.data_dir, dc, augment=c.augment, bs=c.batch_size, seed=c.seed, device=dev,
-                  channels_last=True, drop_last=False, verbose=not quiet, table=run.split)
     prefix,suffix = split_frozen(model) if c.cache_features else (nn.Sequential(), model)
+    cl = not (len(prefix) and resolve_engine(c.engine, dev) == 'onnxruntime')  # channels-last batches for PyTorch; ONNX Runtime takes plain NCHW
+    dls = get_dls(run.data_dir, dc, augment=c.augment, bs=c.batch_size, seed=c.seed, device=dev,
+                  channels_last=cl, drop_last=False, verbose=not quiet, table=run.split)
     if not len(prefix): return model,dls,dict(features='none')
     t0 = time.time()
-    train_eval = get_test_dl(run.data_dir, dc, bs=64, device=dev, channels_last=True, split='train', verbose=not quiet, table=run.split)
+    train_eval = get_test_dl(run.data_dir, dc, bs=64, device=dev, channels_last=cl, split='train', verbose=not quiet, table=run.split)
     views = c.views if c.augment != 'none' else 1
     names = list(dict(prefix.named_children()))
     store = on_disk and FeatureStore(run.paths['checkpoints']/'features', dict(run=run.key, prefix=names, views=views, weights=_weights_sha256(prefix), engine=c.engine))

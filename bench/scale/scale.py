@@ -11,7 +11,7 @@ One run measures, in this order:
    batches taken out of that loader: the same network in PyTorch without the loader, and ONNX Runtime fp32 running the
    file `dogft.export.export_onnx` writes (the reference).
 4. Feature caching as the freeze strategy does it: `apply_strategy(..., 'freeze')`, `split_frozen`, `prefix_features` over
-   `get_test_dl(bs=64, channels_last=True)` at the freeze recipe's precision (fp32; ONNX Runtime through `dogft.engine`).
+   `get_test_dl(bs=64)` (plain NCHW, as a run builds it when ONNX Runtime runs the prefix) at the freeze recipe's precision (fp32; ONNX Runtime through `dogft.engine`).
    Next to it, on the same batches: the prefix in PyTorch without the loader (with `--ab`, in four variants: contiguous /
    channels_last × fp32 / bf16 autocast), and ONNX Runtime fp32 running the exported prefix.
 5. Freeze end to end and the peak memory of zero-shot and freeze on the whole 120-breed data: read from
@@ -157,7 +157,7 @@ def main(argv=None):
     apply_strategy(model, 'freeze', bn='eval')
     prefix,suffix = split_frozen(model)
     prefix.eval(); suffix.eval()
-    dl_f = get_test_dl(sub, dc, bs=64, device='cpu', channels_last=True, verbose=False, table=df)  # as _build_loaders
+    dl_f = get_test_dl(sub, dc, bs=64, device='cpu', channels_last=False, verbose=False, table=df)  # as _build_loaders when ONNX Runtime runs the prefix
     f_batches = [xb.as_subclass(torch.Tensor).contiguous() for xb,_ in dl_f]
     f_cl = [x.contiguous(memory_format=torch.channels_last) for x in f_batches]
     f_np = [x.numpy() for x in f_batches]
@@ -208,7 +208,7 @@ def main(argv=None):
                 'ort': 'ONNX Runtime fp32, same batches'}
     for k,v in zs_t.items(): rows.append(dict(step='zero-shot (120-class ImageNet head)', engine=names_zs[k], images=a.rounds*n, seconds=sum(w for w,_ in v), cpu_seconds=cpu(v),
                                                rounds=[w for w,_ in v], images_per_s=zr[k], vs_ort=zr[k]/zr['ort'], test_acc=acc_zs[k]))
-    names_f = {'dogft': 'dogft: get_test_dl(channels_last) + prefix_features (fp32, dogft.engine)', 'ort': 'ONNX Runtime fp32, same batches'}
+    names_f = {'dogft': 'dogft: get_test_dl + prefix_features (fp32, dogft.engine)', 'ort': 'ONNX Runtime fp32, same batches'}
     for k,v in f_t.items(): rows.append(dict(step='feature caching (frozen prefix)', engine=names_f.get(k, f'PyTorch prefix, {k.removeprefix("torch ")}, same batches (no loader)'),
                                               images=a.rounds*n, seconds=sum(w for w,_ in v), cpu_seconds=cpu(v), rounds=[w for w,_ in v], images_per_s=fr[k], vs_ort=fr[k]/fr['ort'],
                                               test_acc=acc_f.get(k), max_abs_diff_vs_fp32=diff.get(k)))
