@@ -30,6 +30,7 @@ def _growth(tmp_path, threshold:str)->float:
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='the allocator setting is glibc\'s')
 def test_batches_do_not_grow_the_process(tmp_path):
     "With dogft.loaders' fixed mmap threshold the process's memory stays flat over 80 batches of 32 images at 224 px; the control (batches on the heap) grows."
-    flat,control = _growth(tmp_path, 'default'),_growth(tmp_path, str(64 << 20))
-    assert flat < 100, f"the process grew by {flat:.0f} MiB over 80 batches"
-    assert control > flat + 150, f"the control grew by only {control:.0f} MiB (default: {flat:.0f}): the test cannot tell the difference"
+    flat,control = _growth(tmp_path, 'default'),_growth(tmp_path, str(64 << 20))  # the control has grown by 140 to 350 MiB here, flat by 1
+    assert flat < 40, f"the process grew by {flat:.0f} MiB over 80 batches"
+    assert control > flat + 50, \
+        f"the control grew by only {control:.0f} MiB (default: {flat:.0f}): the test cannot tell the difference"
