@@ -6,7 +6,7 @@ Docs: https://dogft.github.io/dogft/features.html.md"""
 
 # %% ../nbs/02b_features.ipynb #5270bb37
 from __future__ import annotations
-import hashlib, json, os, time
+import json, os, time
 from collections import OrderedDict
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,7 @@ __all__ = ['COMMIT_SECONDS', 'PooledHead', 'PreLogits', 'Features', 'model_pipel
            'StoredFeatures', 'FeatureStore', 'prefix_features', 'FeatureDL', 'feature_dls']
 
 # %% ../nbs/02b_features.ipynb #2e71d973
-from .core import DogftError, atomic_write, progress
+from .core import DogftError, progress, save_json
 from .loaders import NpyRows
 from .engine import frozen_runner, resolve_engine
 from .strategies import bn_held
@@ -120,7 +120,7 @@ class FeatureStore:
         except (OSError, ValueError): old = None
         if old != key:
             for f in self.path.glob('pass*'): f.unlink()
-            atomic_write(kf, lambda p: Path(p).write_text(json.dumps(key, sort_keys=True)))
+            save_json(key, kf)
         self._fds = {}
 
     def _file(self, i:int)->Path: return self.path/f'pass{i}.npy'
@@ -151,7 +151,7 @@ class FeatureStore:
               ):
         "Sync pass `i`'s file, then record that its first `rows` rows are written."
         if i in self._fds: os.fsync(self._fds[i][0])
-        atomic_write(self.path/f'pass{i}.json', lambda p: Path(p).write_text(json.dumps(dict(rows=rows, dtype=str(dtype).replace('torch.', '')))))
+        save_json(dict(rows=rows, dtype=str(dtype).replace('torch.', '')), self.path/f'pass{i}.json')
 
     def read(self, i:int)->StoredFeatures:
         "Pass `i`'s features, read from disk when indexed."
