@@ -643,10 +643,22 @@ def dogft_export(
     data_dir:str=None, # processed data with the test split (default: the run's)
     threads:int=None, # PyTorch and ONNX Runtime threads for the latency numbers (default: torch's default)
     repeats:int=20, # timed runs per engine at batch 1
+    web:str=None, # also write the model's static web page into this folder (dogft.web): int8 by default, so it implies --quantize int8
+    web_precision:str='int8', # the page's model: `int8` (a quarter of the size) or `fp32`
+    web_runtime:str='auto', # onnxruntime-web for the page: `local` (a local npm install), `cdn`, or `auto` (local when there is one)
 ):
-    "Export the model to ship (or a named run) to ONNX, optionally int8, and write models/export_report.json; files that pass the parity gate are written as models/{run}.onnx, and as models/best_model_{model}.onnx for the model to ship."
+    "Export the model to ship (or a named run) to ONNX, optionally int8, and write models/export_report.json; files that pass the parity gate are written as models/{run}.onnx, and as models/best_model_{model}.onnx for the model to ship; `--web DIR` also writes a static page that classifies photos in the browser."
+    if web:  # a bad folder or runtime fails now, not after the export
+        from dogft.web import check_site_dest, site_runtime
+        if web_precision not in ('int8', 'fp32'): raise DogftError(f"unknown --web-precision {web_precision!r}: use int8 or fp32")
+        check_site_dest(web)
+        site_runtime(web_runtime)
+        if web_precision == 'int8': quantize = 'int8'
     rep = export_model(run, out_dir, quantize, opset, data_dir, threads, repeats)
     if rep['status'] != 'passed':
         why = '; '.join(f"{k}: {', '.join(rep[k]['failures'])}" for k in ('fp32', 'int8') if k in rep and rep[k]['failures'])
         raise ExportGateError(f"export of {rep['run']} failed the parity gate ({why}); see models/export_report.json", rep)
+    if web:
+        from dogft.web import write_site
+        rep['web'] = write_site(rep[web_precision]['file'], web, web_runtime)
     return rep
