@@ -317,3 +317,29 @@ def test_cli_export_web_then_plain_http_server(browser, tmp_path):
         assert got['top'][0]['breed'] == want['top'][0]['breed'] and abs(got['top'][0]['prob'] - want['top'][0]['prob']) < TOL['int8']
         page.close()
     finally: srv.terminate(); srv.wait(10)
+
+def test_page_takes_dropped_and_pasted_photos_and_says_when_opened_as_a_file(models, browser, tmp_path):
+    "A photo dropped on the page or pasted into it is classified as one picked with the file input; opened as a file, the page says to serve it."
+    import base64
+    files, photos, _ = models
+    site = _site(files['int8'], tmp_path/'site')
+    give = """async ([b64, how]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0)), dt = new DataTransfer();
+        dt.items.add(new File([bytes], 'given.jpg', {type: 'image/jpeg'}));
+        if (how === 'drop') document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        else document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
+    }"""
+    want = Classifier(files['int8']).predict(photos[3:4], top_k=1)[0]['top'][0]['breed']
+    with web.serve_site(site) as url:
+        page, _ = _open(browser, url)
+        for how in ('drop', 'paste'):
+            n = page.evaluate('document.body.dataset.classified || "0"')
+            page.evaluate(give, [base64.b64encode(photos[3].read_bytes()).decode(), how])
+            page.wait_for_function(f'(document.body.dataset.classified || "0") !== "{n}"', timeout=60_000)
+            got = page.evaluate('window.dogftPage.last')
+            assert got['name'] == 'given.jpg' and got['top'][0]['breed'] == want, (how, got)
+        page.close()
+    page = browser.new_page()
+    page.goto((site/'index.html').as_uri())
+    assert 'has to come from a web server' in page.inner_text('#message')
+    page.close()
