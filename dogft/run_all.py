@@ -8,6 +8,7 @@ Docs: https://dogft.github.io/dogft/run_all.html.md"""
 from __future__ import annotations
 import ast, glob, importlib, importlib.util, inspect, os, re, sys, time
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 from fastcore.script import call_parse, is_cli
@@ -21,10 +22,10 @@ from .config import TrainConfig, config_options, cli_settings
 from .data import default_data_dir, ensure_data, read_split
 
 # %% auto #0
-__all__ = ['DEFAULT_MODELS', 'DEFAULT_STRATEGIES', 'DEFAULT_SEEDS', 'SUMMARY_COLUMNS', 'FOLLOWUPS', 'EnvKernelManager',
-           'kernel_argv', 'train_notebook', 'notebook_params', 'check_params', 'run_cells', 'run_notebook_path',
-           'failed_notebook_path', 'execute_run', 'preflight', 'fmt_seconds', 'summary_table', 'show_summary',
-           'run_matrix', 'run_followups', 'dogft_train', 'dogft_run_all']
+__all__ = ['DEFAULT_MODELS', 'DEFAULT_STRATEGIES', 'DEFAULT_SEEDS', 'SUMMARY_COLUMNS', 'FAIL_FAST', 'FOLLOWUPS',
+           'EnvKernelManager', 'kernel_argv', 'train_notebook', 'notebook_params', 'check_params', 'run_cells',
+           'run_notebook_path', 'failed_notebook_path', 'execute_run', 'preflight', 'fmt_seconds', 'summary_table',
+           'show_summary', 'run_matrix', 'run_followups', 'dogft_train', 'dogft_run_all']
 
 # %% ../nbs/03b_run_all.ipynb #3a1feea2
 DEFAULT_MODELS = ('resnet50', 'efficientnet_b0')
@@ -326,6 +327,61 @@ def show_summary(df:pd.DataFrame # from `summary_table`
     line = lambda r: '  ' + '  '.join(x.rjust(n) if h in ('seed', 'test acc', 'time') else x.ljust(n) for h,x,n in zip(cols, r, w)).rstrip()
     return '\n'.join([head] + [line(r) for r in rows])
 
+# %% ../nbs/03b_run_all.ipynb #16715c67
+FAIL_FAST = 'not run: --fail-fast after a failed run'
+
+def _ray_rows(plan:list, # `(params, config, finished metrics or None)` per run, in order
+              nb:Path, # the train notebook
+              root:Path, # `DOGFT_HOME`
+              data:Path, # the processed data (`preflight`)
+              t0:float, # when the matrix started (`time.monotonic`)
+              address:str, # the cluster (`dogft.cluster.connect`)
+              gpus_per_run, cpus_per_run, storage:str, fail_fast:bool # as `run_matrix` takes them
+             )->list[dict]: # one summary row per run, in order
+    "Run the plan's unfinished runs as Ray tasks, a partial or full run after its freeze run, printing a line as each starts and ends (with its host); the finished ones are skipped as here."
+    from dogft import cluster  # Ray is an optional extra
+    train = _train()
+    info = cluster.connect(address)
+    res = cluster.task_resources(info, gpus_per_run, cpus_per_run)
+    mode,why = cluster.storage_mode(root, storage)
+    print(f"ray: {'a new local instance' if info['local'] else info['address']}: {_count(info['nodes'], 'node')}, {info['cpus']} CPUs, {info['gpus']} GPUs; "
+          f"each run asks for {res['num_cpus']:g} CPUs and {res['num_gpus']:g} GPUs; storage: {mode} ({why})", flush=True)
+    n, rows, jobs, names = len(plan), [None]*len(plan), [], {}
+    tag = lambda i: f"[{i + 1}/{n}] {run_name(plan[i][0]['model'], plan[i][0]['strategy'], plan[i][0]['seed'], plan[i][1].recipe)}"
+    for i,(p, config, done) in enumerate(plan):
+        name = run_name(p['model'], p['strategy'], p['seed'], config.recipe)
+        if done is not None:
+            rows[i] = _row(p['model'], p['strategy'], p['seed'], 'skipped', done)
+            print(f"{tag(i)}: finished before, skipped ({_test_acc(done)})", flush=True); continue
+        if busy := _in_use(train.run_paths(config)['lock'], name):
+            rows[i] = _row(p['model'], p['strategy'], p['seed'], 'failed', rec=dict(error=busy))
+            print(f"{tag(i)}: not run: {busy}", flush=True); continue
+        c = train.resolve_config(config)
+        first = run_name(p['model'], 'freeze', p['seed'], config.recipe) if c.warm_start and c.strategy != 'freeze' else None
+        jobs.append(dict(index=i, name=name, params=p, after=[names[first]] if first in names else []))
+        names[name] = i
+    attempts = {}
+    recipe = cluster.data_recipe(data) if mode == 'copy' and jobs else None
+    for ev in cluster.run_remote(jobs, nb, root, res, mode, recipe, fail_fast=fail_fast):
+        i = ev['index']
+        p, config, _ = plan[i]
+        if ev['kind'] == 'started':
+            attempts[i] = attempts.get(i, 0) + 1
+            again = f", attempt {attempts[i]}: its last worker died" if attempts[i] > 1 else ''
+            print(f"{tag(i)}: started on {ev['host']} (worker pid {ev['pid']}{again})", flush=True); continue
+        if ev['kind'] == 'cancelled':
+            rows[i] = _row(p['model'], p['strategy'], p['seed'], 'cancelled', rec=dict(error=FAIL_FAST))
+            print(f"{tag(i)}: not run ({FAIL_FAST})", flush=True); continue
+        rec = ev['record']
+        metrics = train.finished_metrics(config) if rec['status'] == 'ran' else None
+        if rec['status'] == 'ran' and metrics is None: rec.update(status='failed', error='the notebook finished but wrote no metrics for this configuration')
+        rows[i] = _row(p['model'], p['strategy'], p['seed'], rec['status'], metrics, rec)
+        at = '' if rec.get('cell') is None else f" at cell {rec['cell']}"
+        what = _test_acc(metrics) if metrics else f"FAILED{at}: {rec['error']}" + (f"; see {_shown(rec['notebook'])}" if rec.get('notebook') else '')
+        print(f"{tag(i)}: {rec['status']} on {ev['host'] or 'a lost worker'} in {fmt_seconds(rec.get('seconds'))} ({what}); "
+              f"elapsed {fmt_seconds(time.monotonic() - t0)}", flush=True)
+    return rows
+
 # %% ../nbs/03b_run_all.ipynb #9437823a
 def _train():
     "The `dogft.train` module (imported late: it pulls in torch and fastai)."
@@ -350,9 +406,14 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
                out_dir=None, # root of `results/` and `models/`; `None`: `dogft_home()`
                followups:bool=True, # then run analysis and export (when those modules exist)
                source=None, # where to get the images when the data is missing; `None`: `$DOGFT_SOURCE`, else the shared images, else the download
+               ray:str|None=None, # run each run as a Ray task (`dogft.cluster`) on the cluster at this address; `auto`: `$RAY_ADDRESS`, else a new local instance; `None`: here, one after the other
+               gpus_per_run:float|None=None, # with `ray`: GPUs each run asks for (`None`: 1 when the cluster has GPUs)
+               cpus_per_run:float|None=None, # with `ray`: CPUs each run asks for (`None`: 1 with a GPU, else a whole node's)
+               ray_storage:str='auto', # with `ray`: `shared` (workers write in `DOGFT_HOME`), `copy` (they send the files back), `auto` (shared when every node sees it)
+               fail_fast:bool=False, # after the first failed run, train no more (they are `cancelled`)
                **params # more `TrainConfig` settings for every run: epochs, lr, batch_size, weights, ...
               )->pd.DataFrame: # the summary, one row per run (`SUMMARY_COLUMNS`)
-    "Execute the train notebook through papermill for every model × strategy × seed; skip finished runs unless `force`, and runs that another process is training (failed, with its pid)."
+    "Execute the train notebook through papermill for every model × strategy × seed, here or as Ray tasks; skip finished runs unless `force`, and runs that another process is training (failed, with its pid)."
     t0 = time.monotonic()
     models, strategies, seeds = _as_list(models), _as_list(strategies), _as_list(seeds, int)
     params = {k: v for k, v in params.items() if v is not None}
@@ -379,32 +440,40 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
     todo = sum(done is None for *_, done in plan)
     print(f"runs: {todo} to train, {n - todo} finished before{' (--force trains them again)' if todo < n else ''}; "
           f"executed notebooks go to {_shown(root/'results'/'runs')}/", flush=True)
-    rows, durations = [], {}
-    queue = [(p['model'], p['strategy']) for p, _, done in plan if done is None]  # the kinds of the runs to do, in order
-    for i, (p, config, done) in enumerate(plan, 1):
-        tag = f"[{i}/{n}] {run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
-        path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
-        if done is not None:
-            _remove_stale(path)  # what a `dogft-run-all` killed after the run had finished left
-            rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
-            print(f"{tag}: finished before, skipped ({_test_acc(done)})", flush=True)
-            continue
-        if busy := _in_use(train.run_paths(config)['lock'], run_name(p['model'], p['strategy'], p['seed'], config.recipe)):
-            queue.pop(0)  # the run's kernel would stop at once: not started, not timed
-            rows.append(_row(p['model'], p['strategy'], p['seed'], 'failed', rec=dict(error=busy)))
-            print(f"{tag}: not run: {busy}", flush=True)
-            continue
-        print(f"{tag}: training, {_left(durations, queue)}", flush=True)
-        rec = execute_run(nb, path, p)
-        durations.setdefault(queue.pop(0), []).append(rec['seconds'])
-        metrics = train.finished_metrics(config) if rec['status'] == 'ran' else None
-        if rec['status'] == 'ran' and metrics is None:
-            rec.update(status='failed', error='the notebook finished but wrote no metrics for this configuration')
-        rows.append(_row(p['model'], p['strategy'], p['seed'], rec['status'], metrics, rec))
-        at = '' if rec['cell'] is None else f" at cell {rec['cell']}"
-        what = _test_acc(metrics) if metrics else f"FAILED{at}: {rec['error']}; see {_shown(rec['notebook'])}"
-        print(f"{tag}: {rec['status']} in {fmt_seconds(rec['seconds'])} ({what}); elapsed {fmt_seconds(time.monotonic()-t0)}, "
-              f"{_left(durations, queue)}", flush=True)
+    if ray is not None: rows = _ray_rows(plan, nb, root, data, t0, ray, gpus_per_run, cpus_per_run, ray_storage, fail_fast)
+    else:
+        rows, durations = [], {}
+        queue = [(p['model'], p['strategy']) for p, _, done in plan if done is None]  # the kinds of the runs to do, in order
+        stop = False
+        for i, (p, config, done) in enumerate(plan, 1):
+            tag = f"[{i}/{n}] {run_name(p['model'], p['strategy'], p['seed'], config.recipe)}"
+            path = run_notebook_path(p['model'], p['strategy'], p['seed'], root, config.recipe)
+            if stop and done is None:
+                rows.append(_row(p['model'], p['strategy'], p['seed'], 'cancelled', rec=dict(error=FAIL_FAST)))
+                print(f"{tag}: not run ({FAIL_FAST})", flush=True)
+                continue
+            if done is not None:
+                _remove_stale(path)  # what a `dogft-run-all` killed after the run had finished left
+                rows.append(_row(p['model'], p['strategy'], p['seed'], 'skipped', done, dict(notebook=str(path) if path.exists() else None)))
+                print(f"{tag}: finished before, skipped ({_test_acc(done)})", flush=True)
+                continue
+            if busy := _in_use(train.run_paths(config)['lock'], run_name(p['model'], p['strategy'], p['seed'], config.recipe)):
+                queue.pop(0)  # the run's kernel would stop at once: not started, not timed
+                rows.append(_row(p['model'], p['strategy'], p['seed'], 'failed', rec=dict(error=busy)))
+                print(f"{tag}: not run: {busy}", flush=True)
+                continue
+            print(f"{tag}: training, {_left(durations, queue)}", flush=True)
+            rec = execute_run(nb, path, p)
+            durations.setdefault(queue.pop(0), []).append(rec['seconds'])
+            metrics = train.finished_metrics(config) if rec['status'] == 'ran' else None
+            if rec['status'] == 'ran' and metrics is None:
+                rec.update(status='failed', error='the notebook finished but wrote no metrics for this configuration')
+            rows.append(_row(p['model'], p['strategy'], p['seed'], rec['status'], metrics, rec))
+            at = '' if rec['cell'] is None else f" at cell {rec['cell']}"
+            what = _test_acc(metrics) if metrics else f"FAILED{at}: {rec['error']}; see {_shown(rec['notebook'])}"
+            print(f"{tag}: {rec['status']} in {fmt_seconds(rec['seconds'])} ({what}); elapsed {fmt_seconds(time.monotonic()-t0)}, "
+                  f"{_left(durations, queue)}", flush=True)
+            stop = fail_fast and rec['status'] == 'failed'
     df = summary_table(rows)
     (root/'results'/'runs').mkdir(parents=True, exist_ok=True)
     df.to_csv(root/'results'/'runs'/'summary.csv', index=False)
@@ -412,6 +481,7 @@ def run_matrix(models=DEFAULT_MODELS, # timm model names (list or comma separate
     df.attrs['followups'] = res = run_followups(root) if followups else {}
     counts = df.status.value_counts()
     print(f"dogft-run-all: done in {fmt_seconds(time.monotonic() - t0)}: " + ', '.join(f'{counts.get(s, 0)} {s}' for s in ('ran', 'skipped', 'failed'))
+          + (f", {counts['cancelled']} cancelled" if counts.get('cancelled') else '')
           + ''.join(f"; {mod.rsplit('.', 1)[-1]} {how.split(' (')[0].split(':')[0]}" for mod,how in res.items()), flush=True)
     return df
 
@@ -472,9 +542,15 @@ def dogft_run_all(models:str=','.join(DEFAULT_MODELS), # comma-separated timm mo
                   force:bool=False, # train finished runs again, from scratch
                   notebook:str=None, # the train notebook (default: nbs/03_train.ipynb next to the package)
                   skip_followups:bool=False, # do not run analysis and export afterwards
+                  ray:Annotated[str, "run each run as a Ray task on the cluster at ADDRESS (no ADDRESS: $RAY_ADDRESS, else a new local Ray instance); pip install -e \".[ray]\"",
+                                dict(nargs='?', const='auto', metavar='ADDRESS')]=None,
+                  gpus_per_run:float=None, # with --ray: GPUs each run asks for (default: 1 when the cluster has GPUs, else 0)
+                  cpus_per_run:float=None, # with --ray: CPUs each run asks for (default: 1 with a GPU, else a whole node's)
+                  ray_storage:str='auto', # with --ray: shared (workers write in DOGFT_HOME), copy (they send the files back) or auto
+                  fail_fast:bool=False, # after the first failed run, train no more
                   **settings):
     "Prepare the data when it is missing, run the train notebook through papermill for every model × strategy × seed (skipping finished runs), then analyze and export."
-    df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, followups=not skip_followups, source=source,
-                    **cli_settings(settings, TrainConfig))
+    df = run_matrix(models, strategies, seeds, force=force, notebook=notebook, followups=not skip_followups, source=source, ray=ray,
+                    gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, ray_storage=ray_storage, fail_fast=fail_fast, **cli_settings(settings, TrainConfig))
     if not is_cli(dogft_run_all): return df
-    if (df.status == 'failed').any() or any(v.startswith('failed') for v in df.attrs.get('followups', {}).values()): sys.exit(1)
+    if df.status.isin(['failed', 'cancelled']).any() or any(v.startswith('failed') for v in df.attrs.get('followups', {}).values()): sys.exit(1)

@@ -10,9 +10,9 @@ SCRIPTS = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']['scripts
 
 # the pipeline, left to right (design.md): a module may import only the steps to its left. The model file's metadata,
 # which export writes and the predictor reads, is in core.
-STEPS = ['core', 'data', 'loaders', 'models', 'engine', 'strategies', 'features', 'config', 'train', 'run_all', 'analysis', 'export', 'predict', 'web']
+STEPS = ['core', 'data', 'loaders', 'models', 'engine', 'strategies', 'features', 'config', 'train', 'run_all', 'cluster', 'analysis', 'export', 'predict', 'web']
 ONLY = {'predict': {'core'}}  # the deployable predictor: onnxruntime, numpy, Pillow and dogft.core, nothing else of dogft
-LAZY = {'run_all': {'train', 'analysis', 'export'},  # the orchestrator calls later steps, imported inside its functions
+LAZY = {'run_all': {'train', 'cluster', 'analysis', 'export'},  # the orchestrator calls later steps, imported inside its functions
         'export': {'web'}}  # dogft-export --web writes the page after the export
 ANYTHING = {'testing'}  # test fixtures, kept out of the library's import graph
 TORCH = ('torch', 'torchvision', 'timm', 'fastai')  # packages that make an import take seconds
