@@ -341,11 +341,6 @@ def _ray_rows(plan:list, # `(params, config, finished metrics or None)` per run,
     "Run the plan's unfinished runs as Ray tasks, a partial or full run after its freeze run, printing a line as each starts and ends (with its host); the finished ones are skipped as here."
     from dogft import cluster  # Ray is an optional extra
     train = _train()
-    info = cluster.connect(address)
-    res = cluster.task_resources(info, gpus_per_run, cpus_per_run)
-    mode,why = cluster.storage_mode(root, storage)
-    print(f"ray: {'a new local instance' if info['local'] else info['address']}: {_count(info['nodes'], 'node')}, {info['cpus']} CPUs, {info['gpus']} GPUs; "
-          f"each run asks for {res['num_cpus']:g} CPUs and {res['num_gpus']:g} GPUs; storage: {mode} ({why})", flush=True)
     n, rows, jobs, names = len(plan), [None]*len(plan), [], {}
     tag = lambda i: f"[{i + 1}/{n}] {run_name(plan[i][0]['model'], plan[i][0]['strategy'], plan[i][0]['seed'], plan[i][1].recipe)}"
     for i,(p, config, done) in enumerate(plan):
@@ -360,8 +355,14 @@ def _ray_rows(plan:list, # `(params, config, finished metrics or None)` per run,
         first = run_name(p['model'], 'freeze', p['seed'], config.recipe) if c.warm_start and c.strategy != 'freeze' else None
         jobs.append(dict(index=i, name=name, params=p, after=[names[first]] if first in names else []))
         names[name] = i
+    if not jobs: return rows  # nothing to send to Ray
+    info = cluster.connect(address)
+    res = cluster.task_resources(info, gpus_per_run, cpus_per_run)
+    mode,why = cluster.storage_mode(root, storage)
+    print(f"ray: {'a new local instance' if info['local'] else info['address']}: {_count(info['nodes'], 'node')}, {info['cpus']} CPUs, {info['gpus']} GPUs; "
+          f"each run asks for {res['num_cpus']:g} CPUs and {res['num_gpus']:g} GPUs; storage: {mode} ({why})", flush=True)
     attempts = {}
-    recipe = cluster.data_recipe(data) if mode == 'copy' and jobs else None
+    recipe = cluster.data_recipe(data) if mode == 'copy' else None
     for ev in cluster.run_remote(jobs, nb, root, res, mode, recipe, fail_fast=fail_fast):
         i = ev['index']
         p, config, _ = plan[i]

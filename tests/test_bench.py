@@ -10,7 +10,7 @@ from dogft.testing import make_fake_stanford
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT/'bench'
-STUDIES = ['train_speed', 'inference', 'lr_find', 'recipe_choices', 'recipe_cv', 'data_size', 'open_set', 'reliability', 'scale', 'breeds120', 'web']  # a script each
+STUDIES = ['train_speed', 'inference', 'lr_find', 'recipe_choices', 'recipe_cv', 'data_size', 'open_set', 'reliability', 'scale', 'breeds120', 'web', 'ray']  # a script each
 HOMES = ['seven_breeds', 'split_60_15_25']  # the whole pipeline in a DOGFT_HOME of its own: committed results/, no script
 ABSOLUTE = re.compile(r'''(?<![\w.$~])/(?:work|tmp|home|root|Users|mnt|data|shared|scratch|private|var)(?:/|\b)''')
 
