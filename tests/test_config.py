@@ -41,7 +41,8 @@ def test_a_new_field_reaches_both_commands_and_the_notebook_cell(tmp_path):
             p = anno_parser(f.__wrapped__)
             out[name] = dict(help=p.format_help(), parsed=cli_settings(
                 {k: v for k, v in vars(p.parse_args(['--mixup', '0.3', '--set', 'ema=0.5'])).items() if k not in ('pdb', 'xtra', 'lr_find',
-                 'models', 'strategies', 'seeds', 'source', 'force', 'notebook', 'skip_followups')}, wider.Wider))
+                 'models', 'strategies', 'seeds', 'source', 'force', 'notebook', 'skip_followups',
+                 'ray', 'gpus_per_run', 'cpus_per_run', 'ray_storage', 'fail_fast')}, wider.Wider))  # the matrix's own options
         out['cell'] = params_cell(wider.Wider)
         out['set'] = cli_settings(dict(set=['mixup=0.2']), wider.Wider)
         print(json.dumps(out))
