@@ -175,7 +175,8 @@ def test_page_agrees_with_dogft_predict(models, browser, tmp_path, precision):
     "For 20 test photos the page's top breed is dogft-predict's and every probability is within 1e-3 (fp32) or 2e-2 (int8); its input tensor is dogft-predict's."
     files, photos, _ = models
     site = _site(files[precision], tmp_path/'site')
-    ref = Classifier(files[precision]).predict(photos, top_k=100)
+    clf = Classifier(files[precision])
+    ref = clf.predict(photos, top_k=100)
     with web.serve_site(site) as url:
         page, info = _open(browser, url)
         assert info['backend'] == 'wasm' and info['crossOriginIsolated'] and info['threads'] >= 1
@@ -188,7 +189,7 @@ def test_page_agrees_with_dogft_predict(models, browser, tmp_path, precision):
             assert got['top'][0]['breed'] == r['top'][0]['breed'], (path, got['top'], r['top'][:3])
             worst_p = max(worst_p, max(abs(probs[b] - p) for b,p in want.items()))
             x = np.array(page.evaluate('window.dogftPage.lastInput()'), np.float32)
-            worst_x = max(worst_x, float(np.abs(x - preprocess(load_image(path), Classifier(files[precision]).meta).ravel()).max()))
+            worst_x = max(worst_x, float(np.abs(x - preprocess(load_image(path), clf.meta).ravel()).max()))
         print(f'{precision}: max |Δp| {worst_p:.2e}, max |Δinput| {worst_x:.2e} over {len(photos)} photos')
         assert worst_p <= TOL[precision], worst_p
         if precision == 'fp32':

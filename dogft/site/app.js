@@ -82,7 +82,7 @@ function prepare(file) {
 
 /** Run the model on a prepared input: its outputs by name and the milliseconds the run took. */
 async function infer(input) {
-  const [, , h, w] = [1, ...state.meta.input_size];
+  const [, h, w] = state.meta.input_size;  // [3, H, W]
   const feeds = {[state.session.inputNames[0]]: new state.ort.Tensor('float32', input, [1, 3, h, w])};
   const t0 = performance.now(), out = await state.session.run(feeds), ms = performance.now() - t0;
   return {out, ms};
